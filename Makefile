@@ -1,0 +1,31 @@
+# make install | test | demo | bench | clean. `make demo` and `make test` do all the set-up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO_DATA := demo_data
+
+.PHONY: install test test-all demo bench clean
+
+install: $(STAMP)
+
+# Rebuilt only when pyproject.toml or constraints.txt change: seconds when up to date.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+test-all: install
+	$(PY) -m pytest -m ''
+
+demo: install
+	$(VENV)/bin/ablate data demo $(DEMO_DATA)
+
+bench: install
+	$(PY) bench/trainer_bench.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DATA) .pytest_cache

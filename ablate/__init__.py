@@ -1,0 +1,3 @@
+"""ablate: ablation studies for transformer token classification, from a YAML study to a paper's tables."""
+
+__version__ = "0.1.0"
