@@ -201,12 +201,12 @@ def write_conll(sentences: list[Sentence], path: str | Path, tags: list[list[str
         for ch, t in zip(s.chars, tags[k] if tags is not None else s.tags):
             out.append(f"{ch} {t}")
         out.append("")
-    Path(path).write_text("\n".join(out) + "\n", encoding="utf-8")
+    Path(path).write_text("\n".join(out) + "\n", encoding="utf-8", newline="\n")
 
 
 def write_jsonl(sentences: list[Sentence], path: str | Path) -> None:
     """Write ROCLING-style jsonl records (word fields left empty: ablate is character-level)."""
-    with Path(path).open("w", encoding="utf-8") as f:
+    with Path(path).open("w", encoding="utf-8", newline="\n") as f:
         for s in sentences:
             rec = {
                 "id": s.id,

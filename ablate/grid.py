@@ -1,0 +1,155 @@
+"""The grid: a study's axes -> one `RunSpec` per cell, each with a stable `run_id` and a readable name.
+
+Order: the cartesian product of the axes sorted by name, each axis's values in file order (the
+last axis varies fastest). Order is for queueing and display only; identity is `run_id`.
+Settings a cell's method ignores (lora.* under full fine-tuning, focal.* under cross-entropy)
+do not multiply its cells: such a cell appears once, with None for those axes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from ablate.errors import DataError
+from ablate.spec import CELL_AXES, RunSpec, StudySpec, TrainSpec
+
+# Fields that do not change what a run computes: `axes` restates the resolved values, `data.root`
+# says where the files are (their content hashes say what they are), `save_model` only keeps a copy.
+# Likewise train.lora under full fine-tuning and train.focal under cross-entropy (see _ignored).
+_NOT_HASHED = {"axes": True, "data": {"root"}, "train": {"save_model"}}
+_USED_BY = {"lora": ("finetune", "lora"), "focal": ("loss", "focal")}  # settings group -> the cell value using it
+_NAME_KEYS = {
+    "lora.r": "r", "lora.alpha": "la", "lora.dropout": "ld", "lora.target_modules": "tm",
+    "focal.gamma": "g", "focal.alpha": "fa", "batch_size": "bs", "eval_batch_size": "ebs",
+    "grad_accum": "ga", "warmup_ratio": "wr", "warmup_steps": "ws", "weight_decay": "wd",
+    "max_grad_norm": "gn", "precision": "", "early_stopping": "es", "select_metric": "",
+}
+
+
+def expand(study: StudySpec) -> list[RunSpec]:
+    """Every cell of the grid as a validated RunSpec, in the stable order described above."""
+    names = sorted(study.grid)
+    base = study.train.model_dump()
+    runs, seen = [], set()
+    for values in itertools.product(*(study.grid[n] for n in names)):
+        cell = dict(zip(names, values))
+        train = {**base, "lora": {**base["lora"]}, "focal": {**base["focal"]}}
+        ignored = _ignored(cell["finetune"], cell["loss"])
+        for name, value in cell.items():
+            if name in CELL_AXES:
+                continue
+            *outer, last = name.split(".")
+            if outer and outer[0] in ignored:
+                cell[name] = None
+                continue
+            node = train
+            for part in outer:
+                node = node[part]
+            node[last] = value
+        if any(cell[n] is None for n in names):
+            key = json.dumps(list(cell.values()), default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+        runs.append(
+            RunSpec(
+                study=study.name,
+                backbone=cell["backbone"],
+                backbone_spec=study.backbones[cell["backbone"]],
+                finetune=cell["finetune"],
+                loss=cell["loss"],
+                train=TrainSpec.model_validate(train),
+                data=study.data,
+                axes=cell,
+            )
+        )
+    return runs
+
+
+def run_id(spec: RunSpec, data_hashes: dict[str, str]) -> str:
+    """First 12 hex of sha256 over the canonical JSON of the run plus its data files' SHA-256.
+
+    `data_hashes` maps absolute paths (as `file_hashes` returns them) to content hashes. Data files
+    enter by content and genre, not by path: moving the data or the checkout keeps every id.
+    The code version is not hashed (a new commit keeps finished cells finished).
+    """
+    ignored = _ignored(spec.finetune, spec.loss)
+    exclude = {**_NOT_HASHED, "train": _NOT_HASHED["train"] | ignored} if ignored else _NOT_HASHED
+    payload = spec.model_dump(mode="json", exclude=exclude)
+    for (role, i), f in spec.data.files():
+        entry = payload["data"][role][i]
+        path = str(spec.data.resolve(f.path))
+        if path not in data_hashes:
+            raise KeyError(f"no hash for data file {path}; pass file_hashes(study.data.resolved_files())")
+        del entry["path"]
+        entry["sha256"] = data_hashes[path]
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def run_name(spec: RunSpec) -> str:
+    """A readable name such as `bert-lora-focal-lr1e-05-e20-s1-r8`: not unique by contract, `run_id` is."""
+    t = spec.train
+    parts = [spec.backbone, spec.finetune, spec.loss, f"lr{_sci(t.lr)}", f"e{t.epochs}", f"s{t.seed}"]
+    for axis in sorted(spec.axes):
+        if axis not in (*CELL_AXES, "lr", "epochs", "seed") and spec.axes[axis] is not None:
+            key = _NAME_KEYS.get(axis, axis.replace(".", "_"))
+            parts.append(f"{key}{_short(spec.axes[axis])}")
+    return "-".join(parts)
+
+
+def file_hashes(paths: Iterable[str | Path]) -> dict[str, str]:
+    """SHA-256 of each file's content, keyed by absolute path; cached in-process per path, mtime and size."""
+    out = {}
+    for p in paths:
+        path = os.path.abspath(p)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file") from None
+        out[path] = _sha256(path, st.st_mtime_ns, st.st_size, st.st_ino)
+    return out
+
+
+def data_hashes(study: StudySpec) -> dict[str, str]:
+    """`file_hashes` of every data file of a study: the second argument of `run_id`."""
+    return file_hashes(study.data.resolved_files())
+
+
+def _ignored(finetune: str, loss: str) -> set[str]:
+    """The TrainSpec settings groups this cell's method does not use."""
+    cell = {"finetune": finetune, "loss": loss}
+    return {group for group, (axis, user) in _USED_BY.items() if cell[axis] != user}
+
+
+@lru_cache(maxsize=4096)
+def _sha256(path: str, mtime_ns: int, size: int, inode: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sci(x: float) -> str:
+    """1e-05, 2.5e-05, 5e-04: scientific with no trailing zeros, so lr names line up."""
+    mantissa, exp = f"{x:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exp}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, float) and value and abs(value) < 1e-3:
+        return _sci(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    return str(value).replace("/", "_")

@@ -1,0 +1,1 @@
+"""Reports: MLflow runs -> tables (mean +- std, significance) and figures. Never imports torch."""

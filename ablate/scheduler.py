@@ -1,0 +1,279 @@
+"""Plan a study against MLflow, queue its cells, and work the queue: one fresh process per cell.
+
+`plan` says which cells are done; `work` is one worker's loop (claim, heartbeat, run the cell
+in a process forked from a pre-loaded fork server, retry out-of-memory with half the batch);
+`run` starts local workers, shows live progress and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ablate.errors import UserError
+
+EXIT_OK, EXIT_FAILED, EXIT_OOM, EXIT_INTERRUPTED = 0, 1, 3, 130
+PRELOAD = ["torch", "transformers", "peft", "mlflow", "ablate.executor"]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a study runs: its file and overrides, the MLflow store and the queue storage."""
+
+    study_path: Path
+    overrides: tuple[str, ...]
+    tracking_uri: str
+    storage: str
+    heartbeat_seconds: float = 10.0
+    grace_seconds: float = 60.0
+    max_attempts: int = 3
+    max_oom_retries: int = 3
+
+
+@dataclass
+class Cell:
+    run_id: str
+    name: str
+    axes: dict
+    status: str = "PENDING"
+    attempts: int = 0
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def resolve_place(study_path: Path, overrides: list[str], tracking_uri: str | None, storage: str | None, **kw) -> Place:
+    from ablate.queue import default_storage
+    from ablate.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(Path.cwd())
+    return Place(Path(study_path), tuple(overrides), uri, storage or default_storage(uri, Path.cwd() / "mlruns"), **kw)
+
+
+def load_cells(place: Place):
+    """The study, its RunSpecs by run_id (grid order), and their readable names."""
+    from ablate.grid import expand, run_id, run_name, file_hashes
+    from ablate.spec import load_study
+
+    study = load_study(place.study_path, list(place.overrides))
+    runs = expand(study)
+    hashes = file_hashes(study.data.resolved_files())
+    specs = {}
+    for r in runs:
+        specs[run_id(r, hashes)] = r
+    return study, specs, {rid: run_name(r) for rid, r in specs.items()}
+
+
+def plan(place: Place, read_mlflow: bool = True) -> tuple[object, list[Cell]]:
+    """Every cell with its status in MLflow: FINISHED, FAILED, KILLED, RUNNING, or PENDING."""
+    study, specs, names = load_cells(place)
+    cells = [Cell(rid, names[rid], dict(spec.axes)) for rid, spec in specs.items()]
+    if read_mlflow:
+        from ablate.tracking import Tracker
+
+        tracker = Tracker(place.tracking_uri)
+        status = tracker.cell_status(tracker.experiment_id(study.name, create=False))
+        for c in cells:
+            st = status.get(c.run_id)
+            if st:
+                r = st["run"]
+                c.status, c.attempts, c.metrics = r.info.status, st["attempts"], dict(r.data.metrics)
+                c.error = r.data.tags.get("ablate.error")
+    return study, cells
+
+
+# ---- one worker ---------------------------------------------------------------------------------
+
+
+def _mark_lost(tracker, reaped) -> None:
+    for _, mlflow_id in reaped:
+        if mlflow_id:
+            try:
+                tracker.fail_cell(mlflow_id, "the worker running this cell stopped (no heartbeat); the cell was re-queued", "KILLED")
+            except Exception:
+                pass
+
+
+def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print) -> dict:
+    """Claim and run cells until the queue has nothing waiting or running. Returns counts."""
+    import multiprocessing as mp
+
+    from ablate.queue import MLFLOW_RUN, CellQueue, Worker
+    from ablate.tracking import Tracker
+
+    study, specs, names = load_cells(place)
+    queue = CellQueue(place.storage, study.name, place.max_attempts)
+    tracker = Tracker(place.tracking_uri)
+    exp = tracker.experiment_id(study.name)
+    parent = tracker.parent_run(exp, study.name, study.description)
+    worker = Worker.here(gpu)
+    ctx = mp.get_context("forkserver")
+    # Cells fork from a server that has imported torch/transformers/peft once: a fresh process
+    # per cell (no memory carried over) without paying ~8 s of imports each time.
+    ctx.set_forkserver_preload(PRELOAD)
+    counts = {"finished": 0, "failed": 0, "skipped": 0}
+    while True:
+        _mark_lost(tracker, queue.reap_stale(place.grace_seconds))
+        claim = queue.claim(worker)
+        if claim is None:
+            if queue.pending() == 0:
+                return counts
+            time.sleep(poll_seconds)
+            continue
+        spec = specs.get(claim.run_id)
+        if spec is None:
+            queue.finish(claim.trial_id, None, f"cell {claim.run_id} is not in this study as this worker read it (study file or data changed?)")
+            counts["failed"] += 1
+            continue
+        if tracker.finished_count(exp, claim.run_id):
+            queue.skip(claim.trial_id, "already FINISHED in MLflow")
+            counts["skipped"] += 1
+            continue
+        with queue.heartbeat_thread(claim.trial_id, place.heartbeat_seconds):
+            value, error = _run_with_oom_retries(ctx, place, tracker, exp, parent, study.name, claim, spec, names[claim.run_id],
+                                                 lambda mid: queue.note(claim.trial_id, MLFLOW_RUN, mid), worker, log)
+        queue.finish(claim.trial_id, value, error)
+        counts["failed" if error else "finished"] += 1
+
+
+def _run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, claim, spec, name, on_start, worker, log):
+    from ablate.spec import RunSpec
+
+    batch, accum = spec.train.batch_size, spec.train.grad_accum
+    for retry in range(place.max_oom_retries + 1):
+        ran = spec if retry == 0 else _with_batch(spec, batch, accum)
+        attempt = claim.attempt + retry
+        extra = {"ablate.worker": str(worker), "ablate.trial": str(claim.number)}
+        if retry:
+            extra["ablate.oom_retry"] = str(retry)
+        mid = tracker.start_cell(exp, parent, study_name, claim.run_id, name, spec.flat_params(), attempt, extra)
+        on_start(mid)
+        log(f"[{worker}] {name} ({claim.run_id}) attempt {attempt}: running")
+        code, value, error = _run_cell_process(ctx, ran, place.tracking_uri, mid)
+        if code == EXIT_OK:
+            log(f"[{worker}] {name}: FINISHED ({value:.4f})")
+            return value, None
+        if code == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt
+        if code == EXIT_OOM and batch > 1:
+            batch, accum = batch // 2, accum * 2
+            log(f"[{worker}] {name}: out of memory; retrying with batch {batch} x accumulation {accum}")
+            continue
+        log(f"[{worker}] {name}: FAILED: {error}")
+        return None, error
+    return None, error
+
+
+def _with_batch(spec, batch: int, accum: int):
+    from ablate.spec import RunSpec
+
+    data = spec.model_dump(mode="json")
+    data["train"]["batch_size"], data["train"]["grad_accum"] = batch, accum
+    return RunSpec.model_validate(data)
+
+
+def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str) -> tuple[int, float | None, str | None]:
+    from ablate.executor import run_cell
+
+    with tempfile.TemporaryDirectory(prefix="ablate-cell-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        proc = ctx.Process(target=run_cell, args=(spec.model_dump_json(), tracking_uri, mlflow_run_id, str(result_path)))
+        proc.start()
+        try:
+            proc.join()
+        except KeyboardInterrupt:
+            proc.join(timeout=60)  # the cell got the same SIGINT: let it mark itself KILLED
+            raise
+        code = proc.exitcode
+        out = json.loads(result_path.read_text()) if result_path.exists() else {}
+    if code is not None and code < 0:  # killed by a signal (kernel OOM killer, kill -9)
+        from ablate.tracking import Tracker
+
+        error = f"cell process died with signal {-code}"
+        try:
+            Tracker(tracking_uri).fail_cell(mlflow_run_id, error)
+        except Exception:
+            pass
+        return EXIT_FAILED, None, error
+    return code or 0, out.get("value"), out.get("error")
+
+
+# ---- the `ablate run` front end -------------------------------------------------------------------
+
+
+def visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+
+
+def worker_command(place: Place, gpu: str) -> list[str]:
+    cmd = [sys.executable, "-m", "ablate.cli", "worker", str(place.study_path), "--tracking-uri", place.tracking_uri,
+           "--storage", place.storage, "--heartbeat", str(place.heartbeat_seconds), "--grace", str(place.grace_seconds)]
+    for o in place.overrides:
+        cmd += ["--set", o]
+    if gpu:
+        cmd += ["--gpus", gpu]
+    return cmd
+
+
+def run(place: Place, workers: int | None, display: bool = True, console=None) -> int:
+    """Plan, queue, start workers, show progress; 0 only when every cell is FINISHED."""
+    from ablate.queue import CellQueue
+    from ablate.tracking import Tracker
+
+    study, cells = plan(place)
+    done = {c.run_id for c in cells if c.status == "FINISHED"}
+    queue = CellQueue(place.storage, study.name, place.max_attempts)
+    queued = queue.enqueue([(c.run_id, c.name) for c in cells], done)
+    tracker = Tracker(place.tracking_uri)
+    tracker.parent_run(tracker.experiment_id(study.name), study.name, study.description)
+    log = console.print if console else print
+    log(f"{study.name}: {len(cells)} cells, {len(done)} finished, {queued} queued; MLflow {place.tracking_uri}; queue {place.storage}")
+    gpus = visible_gpus()
+    n = workers or max(1, len(gpus))
+    procs = []
+    for i in range(n):
+        gpu = gpus[i % len(gpus)] if gpus else ""
+        env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
+        procs.append(subprocess.Popen(worker_command(place, gpu), env=env))
+    interrupted = False
+    try:
+        if display:
+            from ablate.progress import watch
+
+            watch(place, study.name, [c.run_id for c in cells], procs, console)
+        for p in procs:
+            p.wait()
+    except KeyboardInterrupt:
+        interrupted = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    _, final = plan(place)
+    by = {}
+    for c in final:
+        by[c.status] = by.get(c.status, 0) + 1
+    log("cells: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())))
+    for c in final:
+        if c.status not in ("FINISHED", "PENDING"):
+            log(f"  {c.status:<8} {c.name} ({c.run_id}): {c.error or ''}")
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if by.get("FINISHED", 0) == len(final) else 1

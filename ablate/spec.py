@@ -1,0 +1,603 @@
+"""Study and run specs: a study YAML -> a typed, validated `StudySpec`; one `RunSpec` per grid cell.
+
+`load_study` is the only place a raw dict exists: it parses the YAML, applies `--set` overrides,
+and reports every problem at once, each with its YAML path (and line when the file has one).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Iterable, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+
+from ablate.data.readers import JSONL_SUFFIXES
+from ablate.data.tags import Unknown
+from ablate.errors import UserError
+from ablate.report.config import ReportSpec
+
+Finetune = Literal["lora", "full"]
+Loss = Literal["ce", "focal"]
+Scratch = Literal["bert", "roberta", "deberta-v2", "albert", "electra"]
+Shape = Literal["tiny", "base", "large", "xlarge"]
+CELL_AXES = ("backbone", "finetune", "loss")  # axes that are RunSpec fields; every other axis is a TrainSpec field
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_DIMS = ("hidden", "layers", "heads", "intermediate")
+Loc = tuple  # a YAML path: ("grid", "lr", 2) -> grid.lr[2]
+
+
+class BackboneSpec(BaseModel):
+    """A checkpoint (`pretrained`: hub id or local folder) or an architecture built from a config (`scratch`)."""
+
+    model_config = _FROZEN
+    pretrained: str | None = None
+    scratch: Scratch | None = None
+    shape: Shape | None = None  # a size preset for scratch; tiny when no explicit dims are given
+    hidden: int | None = Field(None, gt=0)
+    layers: int | None = Field(None, gt=0)
+    heads: int | None = Field(None, gt=0)
+    intermediate: int | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("scratch") and data.get("shape") is None:
+            if all(data.get(k) is None for k in _DIMS):
+                return {**data, "shape": "tiny"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "BackboneSpec":
+        if (self.pretrained is None) == (self.scratch is None):
+            raise ValueError("give exactly one of `pretrained` (hub id or folder) or `scratch` (an architecture)")
+        sized = [k for k in ("shape", *_DIMS) if getattr(self, k) is not None]
+        if self.pretrained is not None and sized:
+            raise ValueError(f"{', '.join(sized)} only apply to `scratch` backbones; a checkpoint has its own size")
+        if self.hidden and self.heads and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+class LoraSpec(BaseModel):
+    model_config = _FROZEN
+    r: int = Field(16, gt=0)  # paper: r=16
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | None = None  # None: chosen per architecture (models.py)
+
+
+class FocalSpec(BaseModel):
+    model_config = _FROZEN
+    gamma: float = Field(2.0, ge=0)
+    alpha: Literal["none", "inverse_freq", "learned"] = "learned"  # paper: alpha_t trainable
+
+
+class TrainSpec(BaseModel):
+    """Fixed training settings; any field can also be a grid axis (dotted for lora.* / focal.*)."""
+
+    model_config = _FROZEN
+    lr: float = Field(1e-5, gt=0)  # paper: 1e-5
+    epochs: int = Field(20, ge=1)  # paper: 20
+    seed: int = 1
+    batch_size: int = Field(16, ge=1)  # paper: 1; 16 keeps a GPU busy
+    eval_batch_size: int = Field(64, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # paper: "warm-up", ratio not given
+    warmup_steps: int | None = Field(None, ge=0)  # wins over warmup_ratio when set
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(5.0, gt=0)  # paper: 5
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    select_metric: str = "dev/macro_f1"
+    early_stopping: int | None = Field(None, ge=1)  # patience in epochs; None trains every epoch
+    save_model: bool = False
+    lora: LoraSpec = LoraSpec()
+    focal: FocalSpec = FocalSpec()
+
+    @field_validator("select_metric")
+    @classmethod
+    def _dev_metric(cls, v: str) -> str:
+        if not v.startswith("dev/"):
+            raise ValueError(f"must be a dev/ metric such as dev/macro_f1 (selecting on {v!r} would leak test data)")
+        return v
+
+
+class FileSpec(BaseModel):
+    """A corpus file: jsonl records carry their genre; a CoNLL file needs `genre`."""
+
+    model_config = _FROZEN
+    path: Path
+    genre: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_path(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _genre_for_conll(self) -> "FileSpec":
+        if self.genre is None and self.path.suffix.lower() not in JSONL_SUFFIXES:
+            raise ValueError(f"{self.path} is a CoNLL file and carries no genre: write {{path: {self.path}, genre: ft}}")
+        return self
+
+
+class DevSplit(BaseModel):
+    """Dev data carved out of train (the paper's 80/20 split)."""
+
+    model_config = _FROZEN
+    split: float = Field(gt=0, lt=1)
+    seed: int = 0
+
+
+def _dev_kind(v: Any) -> str:
+    return "<files>" if isinstance(v, (list, tuple)) else "<split>"
+
+
+DevData = Annotated[
+    Union[Annotated[DevSplit, Tag("<split>")], Annotated[list[FileSpec], Tag("<files>")]], Discriminator(_dev_kind)
+]
+
+
+class DataSpec(BaseModel):
+    """Where the corpus is; `load_study` makes `root` absolute, file paths are relative to it."""
+
+    model_config = _FROZEN
+    root: Path = Path(".")
+    train: list[FileSpec] = Field(min_length=1)
+    dev: DevData
+    test: list[FileSpec] = []
+    unknown_tags: Unknown = "error"
+    max_length: int = Field(128, ge=4)
+
+    def resolve(self, path: Path) -> Path:
+        """An absolute path for a file path of this spec (no symlink resolution, no disk access)."""
+        return Path(os.path.abspath(self.root / path))
+
+    def files(self) -> list[tuple[Loc, FileSpec]]:
+        """(YAML path, file) for every train, dev (when files) and test file."""
+        dev = self.dev if isinstance(self.dev, list) else []
+        return [((role, i), f) for role, fs in (("train", self.train), ("dev", dev), ("test", self.test)) for i, f in enumerate(fs)]
+
+    def resolved_files(self) -> list[Path]:
+        """Absolute paths of all data files, train then dev then test."""
+        return [self.resolve(f.path) for _, f in self.files()]
+
+    @model_validator(mode="after")
+    def _no_leak(self) -> "DataSpec":
+        # The same file twice is a mistake; in train and test it would also leak test data into training.
+        seen: dict[Path, Loc] = {}
+        for loc, f in self.files():
+            p = self.resolve(f.path)
+            if p in seen:
+                raise ValueError(f"{_dotted(('data', *loc))} is the same file as {_dotted(('data', *seen[p]))}: {p}")
+            seen[p] = loc
+        return self
+
+
+class StudySpec(BaseModel):
+    """A whole study: data, named backbones, the grid of axes, fixed train settings, the report."""
+
+    model_config = _FROZEN
+    name: str
+    description: str = ""
+    data: DataSpec
+    backbones: dict[str, BackboneSpec] = Field(min_length=1)
+    train: TrainSpec = TrainSpec()
+    # axis -> values in file order; backbone/finetune/loss always present (validate_default fills them)
+    grid: dict[str, list[Any]] = Field(default_factory=dict, validate_default=True)
+    report: ReportSpec = ReportSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(f"{v!r}: use letters, digits, _ . - (it names a report folder and an MLflow experiment)")
+        return v
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid(cls, raw: Any, info) -> Any:
+        if not isinstance(raw, dict):
+            return raw  # pydantic reports the type
+        grid, problems = _check_grid(raw, info.data.get("backbones"), info.data.get("train"))
+        if problems:
+            raise _Problems(problems)
+        return grid
+
+    @field_validator("report")
+    @classmethod
+    def _report_axes(cls, report: ReportSpec) -> ReportSpec:
+        """Axis names in tables and figures are checked now, not when the report is drawn after the runs."""
+        problems = []
+        for kind, items in (("tables", report.tables), ("figures", report.figures)):
+            for i, item in enumerate(items):
+                named: list[tuple[Loc, str]] = [(("where", k), k) for k in item.where]
+                for key in ("rows", "lines"):
+                    named += [((key, j), a) for j, a in enumerate(getattr(item, key, []))]
+                for key in ("compare", "x"):
+                    if getattr(item, key, None) not in (None, "epoch"):
+                        named.append(((key,), getattr(item, key)))
+                problems += [(("report", kind, i, *loc), f"unknown axis {a!r}{_suggest(a, _AXES)}")
+                             for loc, a in named if a not in _AXES]
+        if problems:
+            raise _Problems(problems)
+        return report
+
+
+class RunSpec(BaseModel):
+    """One grid cell, fully resolved: everything a worker needs to train it, nothing else."""
+
+    model_config = _FROZEN
+    study: str
+    backbone: str  # a key of the study's `backbones:` table
+    backbone_spec: BackboneSpec
+    finetune: Finetune
+    loss: Loss
+    train: TrainSpec
+    data: DataSpec
+    axes: dict[str, Any]  # this cell's value on every grid axis (derived; not part of the run's identity)
+
+    def flat_params(self) -> dict[str, str]:
+        """Dotted keys -> strings for MLflow: strings as they are, everything else as JSON (`1e-05`, `true`, `null`).
+
+        Nested models become dotted keys, list items of models get their index (`data.train.0.path`);
+        `axes` is left out: axis `k` is the param `param_key(k)`.
+        """
+        out: dict[str, str] = {}
+        _flatten(self.model_dump(mode="json", exclude={"axes"}), "", out)
+        return out
+
+
+class _Problems(ValueError):
+    """Several problems raised from one validator, each with its own YAML path."""
+
+    def __init__(self, problems: list[tuple[Loc, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
+
+
+class StudyError(UserError):
+    """An invalid study; `problems` holds one `file:line: yaml.path: message` line per problem."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.problems = problems
+        head = f"{path}: invalid study ({len(problems)} problem{'s' * (len(problems) != 1)})"
+        super().__init__("\n".join([head, *("  " + p for p in problems)]))
+
+
+def param_key(axis: str) -> str:
+    """The `flat_params` key of a grid axis: `backbone` -> `backbone`, `lora.r` -> `train.lora.r`."""
+    return axis if axis in CELL_AXES else f"train.{axis}"
+
+
+def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
+    """Read, override (`KEY=VALUE`, dotted, value as YAML) and validate a study; one `StudyError` lists every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{path}: no such study file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the study ({e})") from None
+    try:
+        raw = yaml.safe_load(text)
+        lines, dup = _key_lines(text)
+    except yaml.YAMLError as e:
+        raise StudyError(path, [_yaml_error(path, e)]) from None
+    if not isinstance(raw, dict):
+        raise StudyError(path, [f"{path}: expected a mapping of study settings (name, data, backbones, grid, ...)"])
+
+    problems: list[tuple[Loc, str]] = [(loc, f"duplicate key (also on line {other})") for loc, other in dup]
+    set_locs: dict[Loc, str] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        loc = _override_loc(key)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed, sep = None, ""
+        problem = _set(raw, loc, parsed) if sep and key else f"expected KEY=VALUE with VALUE valid YAML, got {item!r}"
+        if problem:
+            problems.append((("--set", item), problem))
+        set_locs[loc] = item
+    data_base = Path.cwd() if any(loc[:2] in {("data",), ("data", "root")} for loc in set_locs) else path.parent
+    _absolute_paths(raw, data_base, path.parent)
+    problems += _missing_files(raw)
+
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        spec, problems = None, problems + _pydantic_problems(e)
+    if problems:
+        raise StudyError(path, [_where(path, loc, lines, set_locs) + msg for loc, msg in problems])
+    return spec
+
+
+# ---------------------------------------------------------------- grid axes
+
+
+def _leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += _leaf_fields(sub, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+_TRAIN_AXES = _leaf_fields(TrainSpec)
+_AXES = [*CELL_AXES, *_TRAIN_AXES]
+_CELL_TYPES = {"finetune": Finetune, "loss": Loss}
+
+
+def _check_grid(raw: dict, backbones: dict | None, train: TrainSpec | None) -> tuple[dict, list[tuple[Loc, str]]]:
+    """Coerce and check every axis value; fill default axes; reject invalid combinations."""
+    problems: list[tuple[Loc, str]] = []
+    grid: dict[str, list] = {}
+    for axis, values in raw.items():
+        axis = str(axis)
+        if axis not in _AXES:
+            problems.append((("grid", axis), f"unknown axis{_suggest(axis, _AXES)} (axes: {', '.join(_AXES)})"))
+            continue
+        if not isinstance(values, list):
+            problems.append((("grid", axis), f"expected a list of values, e.g. {axis}: [{json.dumps(values)}]"))
+            continue
+        if not values:
+            problems.append((("grid", axis), "empty axis; give at least one value"))
+            continue
+        grid[axis], seen = [], {}
+        for i, v in enumerate(values):
+            value, msg = _axis_value(axis, v, backbones)
+            key = json.dumps(value, sort_keys=True, default=str)
+            if msg is None and key in seen:
+                msg = f"duplicate value {v!r} (same as grid.{axis}[{seen[key]}])"
+            if msg:
+                problems.append((("grid", axis, i), msg))
+            else:
+                seen[key] = i
+                grid[axis].append(value)
+    if "backbone" not in raw and backbones:
+        if len(backbones) == 1:
+            grid["backbone"] = list(backbones)
+        else:
+            problems.append((("grid", "backbone"), f"required when several backbones are defined ({', '.join(backbones)})"))
+    grid.setdefault("finetune", ["full"])
+    grid.setdefault("loss", ["ce"])
+    for prefix, axis, needed in (("lora.", "finetune", "lora"), ("focal.", "loss", "focal")):
+        for name in grid:
+            if name.startswith(prefix) and needed not in grid[axis]:
+                problems.append((("grid", name), f"varies {prefix[:-1]} settings but grid.{axis} has no {needed} ({grid[axis]})"))
+    for name in [a for a in grid if a not in CELL_AXES and train is not None and _explicit(train, a)]:
+        problems.append((("train", *name.split(".")), f"also an axis (grid.{name}); set it in one place"))
+    return grid, problems
+
+
+def _axis_value(axis: str, v: Any, backbones: dict | None) -> tuple[Any, str | None]:
+    """One axis value, validated and coerced as its field would be (\"1e-5\" -> 1e-05)."""
+    if axis == "backbone":
+        if backbones is not None and v not in backbones:
+            return v, f"unknown backbone {v!r}{_suggest(str(v), list(backbones))} (defined: {', '.join(backbones)})"
+        return v, None
+    if axis in _CELL_TYPES:
+        allowed = _CELL_TYPES[axis].__args__
+        return v, None if v in allowed else f"{v!r} is not one of {', '.join(allowed)}{_suggest(str(v), allowed)}"
+    parts = axis.split(".")
+    nested: Any = v
+    for part in reversed(parts):
+        nested = {part: nested}
+    try:
+        value: Any = TrainSpec.model_validate(nested)
+    except ValidationError as e:
+        return v, _message(e.errors()[0])
+    for part in parts:
+        value = getattr(value, part)
+    return value, None
+
+
+def _explicit(train: BaseModel, dotted: str) -> bool:
+    """Whether the study set this train field itself (not left to its default)."""
+    *outer, last = dotted.split(".")
+    for part in outer:
+        if part not in train.model_fields_set:
+            return False
+        train = getattr(train, part)
+    return last in train.model_fields_set
+
+
+# ---------------------------------------------------------------- raw dict: overrides, paths, files
+
+
+def _override_loc(key: str) -> Loc:
+    parts = key.split(".")
+    if parts[0] == "grid" and len(parts) > 2:  # axes are dotted themselves: grid.lora.r -> ("grid", "lora.r")
+        parts = ["grid", ".".join(parts[1:])]
+    return tuple(int(p) if p.isdigit() else p for p in parts)
+
+
+def _set(raw: dict, loc: Loc, value: Any) -> str | None:
+    node: Any = raw
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, list) and isinstance(part, int) and part < len(node):
+            if last:
+                node[part] = value
+            node = node[part]
+        elif isinstance(node, dict) and not isinstance(part, int):
+            if last:
+                node[part] = value
+            elif not isinstance(node.get(part), (dict, list)):
+                node[part] = {}  # a new key: validation names it if it is unknown
+            node = node[part]
+        else:
+            return f"{_dotted(loc[:i]) or 'the study'} has no item {part!r}"
+    return None
+
+
+def _absolute_paths(raw: dict, data_base: Path, study_dir: Path) -> None:
+    """Make data.root absolute (against the study's folder, or the cwd when --set moved it) and local checkpoints too."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("root", "."), (str, Path)):
+        data["root"] = os.path.abspath(data_base / Path(data.get("root", ".")).expanduser())
+    backbones = raw.get("backbones")
+    for bb in backbones.values() if isinstance(backbones, dict) else ():
+        p = bb.get("pretrained") if isinstance(bb, dict) else None
+        # "org/name" is a hub id; only an explicit path (./x, ../x, /x, ~/x) is a folder of the user's.
+        if isinstance(p, str) and p.startswith(("./", "../", "/", "~")):
+            bb["pretrained"] = os.path.abspath(study_dir / Path(p).expanduser())
+
+
+def _missing_files(raw: dict) -> list[tuple[Loc, str]]:
+    data = raw.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("root"), str):
+        return []
+    problems = []
+    for role in ("train", "dev", "test"):
+        files = data.get(role)
+        for i, f in enumerate(files if isinstance(files, list) else []):
+            rel = f.get("path") if isinstance(f, dict) else f
+            if isinstance(rel, str):
+                p = Path(os.path.abspath(Path(data["root"]) / rel))
+                if not p.is_file():
+                    what = "is a folder, not a data file" if p.is_dir() else "no such file"
+                    problems.append((("data", role, i, "path") if isinstance(f, dict) else ("data", role, i), f"{what}: {p}"))
+    backbones = raw.get("backbones")
+    for name, bb in backbones.items() if isinstance(backbones, dict) else ():
+        p = bb.get("pretrained") if isinstance(bb, dict) else None
+        if isinstance(p, str) and os.path.isabs(p) and not os.path.isdir(p):
+            problems.append((("backbones", name, "pretrained"), f"no such checkpoint folder: {p}"))
+    return problems
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _pydantic_problems(e: ValidationError) -> list[tuple[Loc, str]]:
+    out = []
+    for err in e.errors():
+        inner = err.get("ctx", {}).get("error")
+        if isinstance(inner, _Problems):
+            out += inner.problems
+        else:
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("<")))  # union tags
+            out.append((loc, _message(err, loc)))
+    return out
+
+
+def _message(err: dict, loc: Loc = ()) -> str:
+    kind, got = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key{_suggest(str(loc[-1]), _keys_at(loc[:-1]))}"
+    if kind == "missing":
+        return "required"
+    if kind.startswith("float"):
+        return f"not a number: {got!r}"
+    if kind.startswith("int"):
+        return f"not an integer: {got!r}"
+    if kind == "literal_error":
+        return f"{got!r} is not one of {err['ctx']['expected']}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"expected a mapping, got {got!r}"
+    msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
+    return msg if kind == "value_error" else f"{msg}, got {got!r}"
+
+
+def _keys_at(loc: Loc) -> list[str]:
+    """The keys the mapping at this YAML path accepts (for 'did you mean')."""
+    t: Any = StudySpec
+    for part in loc:
+        t = _step(t, part)
+    model = next((b for b in _branches(t) if isinstance(b, type) and issubclass(b, BaseModel)), None)
+    return list(model.model_fields) if model else []
+
+
+def _branches(t: Any) -> list[Any]:
+    """The concrete types behind Annotated / Optional / Union."""
+    if get_origin(t) is Annotated:
+        return _branches(get_args(t)[0])
+    if get_origin(t) in (Union, UnionType):
+        return [b for a in get_args(t) for b in _branches(a)]
+    return [] if t is type(None) or t is None else [t]
+
+
+def _step(t: Any, part: str | int) -> Any:
+    """The type one YAML path step below `t` (None when the path leaves the schema)."""
+    for b in _branches(t):
+        if isinstance(b, type) and issubclass(b, BaseModel) and isinstance(part, str):
+            return b.model_fields[part].annotation if part in b.model_fields else None
+        if get_origin(b) is list and isinstance(part, int):
+            return get_args(b)[0]
+        if get_origin(b) is dict and isinstance(part, str):
+            return get_args(b)[1]
+    return None
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _where(path: Path, loc: Loc, lines: dict[Loc, int], set_locs: dict[Loc, str]) -> str:
+    if loc[:1] == ("--set",):
+        return f"{path}: --set {loc[1]}: "
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in set_locs:
+            return f"{path}: {_dotted(loc)} (--set {set_locs[loc[:n]]}): "
+    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+    return f"{path}:{line}: {_dotted(loc)}: " if line else f"{path}: {_dotted(loc)}: "
+
+
+def _key_lines(text: str) -> tuple[dict[Loc, int], list[tuple[Loc, int]]]:
+    """1-based line of every key and list item by YAML path, and keys given twice (PyYAML keeps the last silently)."""
+    lines: dict[Loc, int] = {}
+    dup: list[tuple[Loc, int]] = []
+
+    def walk(node: yaml.Node, loc: Loc) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = loc + (k.value,)
+                if key in lines:
+                    dup.append((key, lines[key]))
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[loc + (i,)] = v.start_mark.line + 1
+                walk(v, loc + (i,))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return lines, dup
+
+
+def _yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+    return f"{where}: YAML syntax error: {what}"
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}.{i}", out)
+    else:
+        out[prefix] = value if isinstance(value, str) else json.dumps(value)
