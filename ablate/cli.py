@@ -110,6 +110,161 @@ def data_fetch(
     typer.echo(render_fetch(fetch_rocling(dest, **kwargs)))
 
 
+
+# ---- studies ---------------------------------------------------------------------------------------
+
+STUDY_ARG = typer.Argument(..., help="A study YAML, e.g. studies/quickstart.yaml.")
+SET_OPT = typer.Option(None, "--set", help="Override KEY=VALUE (dotted YAML path), e.g. --set train.epochs=2.")
+URI_OPT = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db).")
+STORAGE_OPT = typer.Option(None, "--storage", help="Queue storage: a journal file (default, beside the MLflow store) or postgresql://...")
+
+
+def _place(study: Path, overrides, tracking_uri, storage, **kw):
+    from ablate.scheduler import resolve_place
+
+    return resolve_place(study, list(overrides or []), tracking_uri, storage, **kw)
+
+
+@app.command()
+def plan(
+    study: Path = STUDY_ARG,
+    overrides: Optional[List[str]] = SET_OPT,
+    tracking_uri: Optional[str] = URI_OPT,
+    as_json: bool = typer.Option(False, "--json"),
+    offline: bool = typer.Option(False, "--no-status", help="Do not read MLflow: every cell shows as pending."),
+) -> None:
+    """Every cell of the study: run_id, axis values, status (done / failed / pending)."""
+    from ablate.scheduler import plan as make_plan
+
+    spec, cells = make_plan(_place(study, overrides, tracking_uri, None), read_mlflow=not offline)
+    status = {"FINISHED": "done", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running"}
+    rows = [{"run_id": c.run_id, "name": c.name, "status": status.get(c.status, "pending"), **c.axes} for c in cells]
+    summary = {k: sum(1 for r in rows if r["status"] == k) for k in ("done", "failed", "running", "pending")}
+    if as_json:
+        _print_json({"study": spec.name, "cells": rows, "summary": summary})
+        return
+    axes = list(spec.grid)
+    typer.echo(f"{spec.name}: {len(rows)} cells ({', '.join(f'{v} {k}' for k, v in summary.items())})")
+    typer.echo("  ".join(["run_id".ljust(12), "status ".ljust(8), *axes]))
+    for r in rows:
+        typer.echo("  ".join([r["run_id"], r["status"].ljust(8), *(str(r.get(a)) for a in axes)]))
+
+
+@app.command()
+def run(
+    study: Path = STUDY_ARG,
+    overrides: Optional[List[str]] = SET_OPT,
+    tracking_uri: Optional[str] = URI_OPT,
+    storage: Optional[str] = STORAGE_OPT,
+    workers: Optional[int] = typer.Option(None, min=1, help="Local workers (default: one per visible GPU, else 1)."),
+    no_display: bool = typer.Option(False, "--no-display", help="Plain log lines instead of the live table."),
+    heartbeat: float = typer.Option(10.0, help="Seconds between a worker's heartbeats."),
+    grace: float = typer.Option(60.0, help="Seconds without a heartbeat before a cell is re-queued."),
+) -> None:
+    """Train every cell not yet FINISHED in MLflow; exit 0 only when every cell finished."""
+    from ablate.scheduler import run as run_study
+
+    place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace)
+    code = run_study(place, workers, display=not no_display and sys.stderr.isatty())
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    study: Path = STUDY_ARG,
+    overrides: Optional[List[str]] = SET_OPT,
+    tracking_uri: Optional[str] = URI_OPT,
+    storage: Optional[str] = STORAGE_OPT,
+    gpus: Optional[str] = typer.Option(None, help="GPU ids for this machine, e.g. 0,1: one worker per GPU."),
+    heartbeat: float = typer.Option(10.0),
+    grace: float = typer.Option(60.0),
+) -> None:
+    """Join a study's queue from any machine and work until nothing is waiting or running."""
+    from ablate.scheduler import work, work_on_gpus
+
+    place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace)
+    ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    if len(ids) > 1:
+        raise typer.Exit(work_on_gpus(place, ids))
+    if ids:
+        import os
+
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[0]
+    counts = work(place, gpu=ids[0] if ids else "")
+    typer.echo(f"worker done: {counts}")
+
+
+@app.command()
+def status(
+    study: Path = STUDY_ARG,
+    overrides: Optional[List[str]] = SET_OPT,
+    tracking_uri: Optional[str] = URI_OPT,
+    storage: Optional[str] = STORAGE_OPT,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Cells by status, what each worker (host, pid, GPU) holds, and the failures with their cause."""
+    from ablate.scheduler import study_status
+
+    st = study_status(_place(study, overrides, tracking_uri, storage))
+    if as_json:
+        _print_json(st)
+        return
+    typer.echo(f"{st['study']}: {st['cells']} cells: " + ", ".join(f"{k} {v}" for k, v in st["counts"].items()))
+    for h in st["running"]:
+        typer.echo(f"  running  {h['name']} ({h['run_id']}) on {h['worker']} attempt {h['attempt']}")
+    for f in st["failed"]:
+        typer.echo(f"  {f['status'].lower():<8} {f['name']} ({f['run_id']}): {f['error']}")
+
+
+@app.command()
+def ui(
+    study: Optional[Path] = typer.Argument(None, help="Optional: a study, to print its experiment's URL."),
+    tracking_uri: Optional[str] = URI_OPT,
+    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+) -> None:
+    """Start the MLflow UI on the study's store (127.0.0.1, lean settings) and print its URL."""
+    from ablate.ui import serve
+
+    raise typer.Exit(serve(tracking_uri, port, study))
+
+
+@app.command()
+def train(
+    train_files: List[str] = typer.Option(..., "--train", help="FILE[:GENRE], repeatable (.jsonl carry their genres)."),
+    dev_files: Optional[List[str]] = typer.Option(None, "--dev", help="FILE[:GENRE]; default: a seeded 20% split of --train."),
+    test_files: Optional[List[str]] = typer.Option(None, "--test", help="FILE[:GENRE], repeatable."),
+    backbone: str = typer.Option("scratch:bert:tiny", help="Hub id, local folder, or scratch:FAMILY[:SHAPE]."),
+    finetune: str = typer.Option("full", help="full | lora"),
+    loss: str = typer.Option("ce", help="ce | focal"),
+    lr: float = typer.Option(1.0e-5),
+    epochs: int = typer.Option(3),
+    batch_size: int = typer.Option(16),
+    seed: int = typer.Option(1),
+    max_length: int = typer.Option(128),
+    out: Path = typer.Option(Path("runs/train"), help="Where predictions and per-type scores go."),
+    overrides: Optional[List[str]] = SET_OPT,
+) -> None:
+    """Train one cell without MLflow: a per-epoch table and the final test line (debugging, scripting)."""
+    from ablate.single import train_one
+
+    raise typer.Exit(train_one(train_files, dev_files or [], test_files or [], backbone, finetune, loss, lr, epochs,
+                               batch_size, seed, max_length, out, list(overrides or [])))
+
+
+@app.command()
+def report(
+    study: Path = STUDY_ARG,
+    overrides: Optional[List[str]] = SET_OPT,
+    tracking_uri: Optional[str] = URI_OPT,
+    out: Optional[Path] = typer.Option(None, help="Output folder (default reports/<study>)."),
+) -> None:
+    """Tables and figures of a paper from the study's MLflow runs, under reports/<study>/."""
+    from ablate.reporting import make_report
+
+    path = make_report(_place(study, overrides, tracking_uri, None), out)
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app()

@@ -95,9 +95,14 @@ def resolve_backbone(spec, train: list[Sentence], cache: Path) -> str:
 
 
 def _models_spec(b):
-    from ablate.models import BackboneSpec
+    """The study's backbone entry -> models.BackboneSpec (explicit sizes override the preset's)."""
+    from ablate.models import SHAPES, BackboneSpec, ShapeDims
 
-    return BackboneSpec.model_validate(b.model_dump(mode="json", exclude_none=True))
+    dims = {k: getattr(b, k) for k in ("hidden", "layers", "heads", "intermediate") if getattr(b, k) is not None}
+    if not dims:
+        return BackboneSpec(scratch=b.scratch, shape=b.shape)
+    base = SHAPES[b.shape or "tiny"].model_dump()
+    return BackboneSpec(scratch=b.scratch, shape=ShapeDims(**{**base, **dims}))
 
 
 def _loss_settings(spec, train_windows, num_labels: int):
@@ -136,6 +141,9 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     from ablate.models import LoraSettings, count_parameters, load_model
     from ablate.trainer import Split, train
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the per-load report (fresh head MISSING) is expected here
     cache = _cache_root()
     corpus = load_corpus(spec.data)
     model_path = resolve_backbone(spec, corpus.train, cache)

@@ -277,3 +277,39 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if by.get("FINISHED", 0) == len(final) else 1
+
+
+def work_on_gpus(place: Place, gpus: list[str]) -> int:
+    """One worker process per GPU on this machine, each seeing only its own GPU."""
+    procs = [subprocess.Popen(worker_command(place, g), env={**os.environ, "CUDA_VISIBLE_DEVICES": g}) for g in gpus]
+    try:
+        return max(p.wait() for p in procs)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        return EXIT_INTERRUPTED
+
+
+def study_status(place: Place) -> dict:
+    """Counts by status, who holds which cell (from the queue), and each failure's cause."""
+    from ablate.queue import CellQueue
+
+    study, cells = plan(place)
+    counts: dict[str, int] = {}
+    for c in cells:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    holders = []
+    if Path(place.storage).exists() or "://" in place.storage:
+        holders = CellQueue(place.storage, study.name).holders()
+    return {
+        "study": study.name,
+        "cells": len(cells),
+        "counts": counts,
+        "running": holders,
+        "failed": [{"run_id": c.run_id, "name": c.name, "status": c.status, "error": c.error, "attempts": c.attempts}
+                   for c in cells if c.status in ("FAILED", "KILLED")],
+        "tracking_uri": place.tracking_uri,
+        "storage": place.storage,
+    }

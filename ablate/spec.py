@@ -123,7 +123,7 @@ class FileSpec(BaseModel):
     @model_validator(mode="after")
     def _genre_for_conll(self) -> "FileSpec":
         if self.genre is None and self.path.suffix.lower() not in JSONL_SUFFIXES:
-            raise ValueError(f"{self.path} is a CoNLL file and carries no genre: write {{path: {self.path}, genre: ft}}")
+            raise ValueError(f"{self.path} is a CoNLL file and names no genre; add one, e.g. {{path: {self.path}, genre: ft}}")
         return self
 
 
@@ -205,7 +205,9 @@ class StudySpec(BaseModel):
     def _grid(cls, raw: Any, info) -> Any:
         if not isinstance(raw, dict):
             return raw  # pydantic reports the type
-        grid, problems = _check_grid(raw, info.data.get("backbones"), info.data.get("train"))
+        # Backbone names come from load_study's context when the backbones table itself failed validation.
+        names = info.data.get("backbones") or (info.context or {}).get("backbones")
+        grid, problems = _check_grid(raw, names)
         if problems:
             raise _Problems(problems)
         return grid
@@ -214,7 +216,8 @@ class StudySpec(BaseModel):
     @classmethod
     def _report_axes(cls, report: ReportSpec) -> ReportSpec:
         """Axis names in tables and figures are checked now, not when the report is drawn after the runs."""
-        problems = []
+        problems = [(("report", "arms", j), f"unknown axis {a!r}{_suggest(a, _AXES)}")
+                    for j, a in enumerate(getattr(report, "arms", [])) if a not in _AXES]
         for kind, items in (("tables", report.tables), ("figures", report.figures)):
             for i, item in enumerate(items):
                 named: list[tuple[Loc, str]] = [(("where", k), k) for k in item.where]
@@ -277,7 +280,13 @@ def param_key(axis: str) -> str:
 
 
 def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
-    """Read, override (`KEY=VALUE`, dotted, value as YAML) and validate a study; one `StudyError` lists every problem."""
+    """Read, override and validate a study; one `StudyError` lists every problem with its YAML path.
+
+    `overrides` are `KEY=VALUE`: KEY a dotted path into the YAML (`train.lora.r`, `grid.lora.r`,
+    `data.train.0.genre`), VALUE parsed as YAML. `train.X=v` where X is a grid axis sets `grid.X=[v]`.
+    A relative `data.root` resolves against the study file's folder, or against the working
+    directory when --set gave it.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -302,20 +311,27 @@ def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed, sep = None, ""
+        grid = raw.get("grid")
+        if loc[:1] == ("train",) and isinstance(grid, dict) and ".".join(map(str, loc[1:])) in grid:
+            # --set train.epochs=2 on a study whose grid varies epochs pins that axis: grid.epochs=[2].
+            loc, parsed = ("grid", ".".join(map(str, loc[1:]))), [parsed]
         problem = _set(raw, loc, parsed) if sep and key else f"expected KEY=VALUE with VALUE valid YAML, got {item!r}"
         if problem:
             problems.append((("--set", item), problem))
         set_locs[loc] = item
     data_base = Path.cwd() if any(loc[:2] in {("data",), ("data", "root")} for loc in set_locs) else path.parent
     _absolute_paths(raw, data_base, path.parent)
-    problems += _missing_files(raw)
+    problems += _missing_files(raw) + _fixed_and_varied(raw)
 
     try:
-        spec = StudySpec.model_validate(raw)
+        names = list(raw["backbones"]) if isinstance(raw.get("backbones"), dict) else None
+        spec = StudySpec.model_validate(raw, context={"backbones": names})
     except ValidationError as e:
         spec, problems = None, problems + _pydantic_problems(e)
     if problems:
-        raise StudyError(path, [_where(path, loc, lines, set_locs) + msg for loc, msg in problems])
+        located = [(_where(path, loc, lines, set_locs), msg) for loc, msg in problems]
+        located.sort(key=lambda wm: wm[0][0])  # by line; --set and unplaced problems after the file's
+        raise StudyError(path, [w + msg for (_, w), msg in located])
     return spec
 
 
@@ -336,9 +352,10 @@ def _leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 _TRAIN_AXES = _leaf_fields(TrainSpec)
 _AXES = [*CELL_AXES, *_TRAIN_AXES]
 _CELL_TYPES = {"finetune": Finetune, "loss": Loss}
+_ABSENT = object()
 
 
-def _check_grid(raw: dict, backbones: dict | None, train: TrainSpec | None) -> tuple[dict, list[tuple[Loc, str]]]:
+def _check_grid(raw: dict, backbones: dict | list | None) -> tuple[dict, list[tuple[Loc, str]]]:
     """Coerce and check every axis value; fill default axes; reject invalid combinations."""
     problems: list[tuple[Loc, str]] = []
     grid: dict[str, list] = {}
@@ -374,9 +391,8 @@ def _check_grid(raw: dict, backbones: dict | None, train: TrainSpec | None) -> t
     for prefix, axis, needed in (("lora.", "finetune", "lora"), ("focal.", "loss", "focal")):
         for name in grid:
             if name.startswith(prefix) and needed not in grid[axis]:
-                problems.append((("grid", name), f"varies {prefix[:-1]} settings but grid.{axis} has no {needed} ({grid[axis]})"))
-    for name in [a for a in grid if a not in CELL_AXES and train is not None and _explicit(train, a)]:
-        problems.append((("train", *name.split(".")), f"also an axis (grid.{name}); set it in one place"))
+                problems.append((("grid", name), f"varies {prefix[:-1]} settings but grid.{axis} has no {needed}: "
+                                 f"[{', '.join(map(str, grid[axis]))}]"))
     return grid, problems
 
 
@@ -387,8 +403,8 @@ def _axis_value(axis: str, v: Any, backbones: dict | None) -> tuple[Any, str | N
             return v, f"unknown backbone {v!r}{_suggest(str(v), list(backbones))} (defined: {', '.join(backbones)})"
         return v, None
     if axis in _CELL_TYPES:
-        allowed = _CELL_TYPES[axis].__args__
-        return v, None if v in allowed else f"{v!r} is not one of {', '.join(allowed)}{_suggest(str(v), allowed)}"
+        allowed = get_args(_CELL_TYPES[axis])
+        return v, None if v in allowed else _not_one_of(v, allowed)
     parts = axis.split(".")
     nested: Any = v
     for part in reversed(parts):
@@ -402,14 +418,19 @@ def _axis_value(axis: str, v: Any, backbones: dict | None) -> tuple[Any, str | N
     return value, None
 
 
-def _explicit(train: BaseModel, dotted: str) -> bool:
-    """Whether the study set this train field itself (not left to its default)."""
-    *outer, last = dotted.split(".")
-    for part in outer:
-        if part not in train.model_fields_set:
-            return False
-        train = getattr(train, part)
-    return last in train.model_fields_set
+def _fixed_and_varied(raw: dict) -> list[tuple[Loc, str]]:
+    """A train setting written both as fixed and as an axis: the axis would silently win, so say so."""
+    train, grid = raw.get("train"), raw.get("grid")
+    if not isinstance(train, dict) or not isinstance(grid, dict):
+        return []
+    problems = []
+    for axis in map(str, grid):
+        node: Any = train
+        for part in axis.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT and axis not in CELL_AXES:
+            problems.append((("train", *axis.split(".")), f"also an axis (grid.{axis}); set it in one place"))
+    return problems
 
 
 # ---------------------------------------------------------------- raw dict: overrides, paths, files
@@ -502,7 +523,7 @@ def _message(err: dict, loc: Loc = ()) -> str:
     if kind.startswith("int"):
         return f"not an integer: {got!r}"
     if kind == "literal_error":
-        return f"{got!r} is not one of {err['ctx']['expected']}"
+        return _not_one_of(got, re.findall(r"'([^']*)'", err["ctx"]["expected"]))
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         return f"expected a mapping, got {got!r}"
     msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
@@ -539,6 +560,11 @@ def _step(t: Any, part: str | int) -> Any:
     return None
 
 
+def _not_one_of(value: Any, allowed: Iterable[str]) -> str:
+    allowed = list(allowed)
+    return f"{value!r} is not one of {', '.join(allowed)}{_suggest(str(value), allowed)}"
+
+
 def _suggest(word: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
@@ -551,14 +577,15 @@ def _dotted(loc: Loc) -> str:
     return out
 
 
-def _where(path: Path, loc: Loc, lines: dict[Loc, int], set_locs: dict[Loc, str]) -> str:
+def _where(path: Path, loc: Loc, lines: dict[Loc, int], set_locs: dict[Loc, str]) -> tuple[float, str]:
+    """(sort key, `file:line: yaml.path: `) for a problem; a --set value has no line, so the flag is named."""
     if loc[:1] == ("--set",):
-        return f"{path}: --set {loc[1]}: "
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in set_locs:
-            return f"{path}: {_dotted(loc)} (--set {set_locs[loc[:n]]}): "
+        return float("inf"), f"{path}: --set {loc[1]}: "
+    for s, item in set_locs.items():
+        if loc[: len(s)] == s or s[: len(loc)] == loc:
+            return float("inf"), f"{path}: {_dotted(loc)} (--set {item}): "
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-    return f"{path}:{line}: {_dotted(loc)}: " if line else f"{path}: {_dotted(loc)}: "
+    return (line, f"{path}:{line}: {_dotted(loc)}: ") if line else (float("inf"), f"{path}: {_dotted(loc)}: ")
 
 
 def _key_lines(text: str) -> tuple[dict[Loc, int], list[tuple[Loc, int]]]:

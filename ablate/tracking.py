@@ -64,8 +64,12 @@ class Tracker:
     """Writes and reads one study's runs in one MLflow store."""
 
     def __init__(self, tracking_uri: str):
+        import logging
+
         from mlflow.tracking import MlflowClient
 
+        for name in ("mlflow", "alembic"):  # schema-migration chatter on first use of a store
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
 

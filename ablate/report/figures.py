@@ -15,7 +15,7 @@ import pandas as pd
 
 from ablate.errors import UserError
 from ablate.report.config import SPLIT_FREE, FigureSpec, metric_key
-from ablate.report.tables import apply_where, axes_of, axis_text, finished, groups, resolve_rows, varying
+from ablate.report.cells import apply_where, axes_of, axis_text, finished, groups, resolve_rows, varying
 
 HISTORY = "epoch"  # FigureSpec.x naming the per-epoch history rather than an axis
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -133,7 +133,7 @@ def _caption(spec, lines, keys, chosen, ylabel, xlabel, drawn, blank) -> str:
                 else "One line for all cells.")
     extra = keys[len(lines):]
     if extra:
-        bits.append(f"{', '.join(extra)} also vary: one dash style per value.")
+        bits.append(f"{', '.join(extra)} also {'vary' if len(extra) > 1 else 'varies'}: one dash style per value.")
     if chosen:
         bits.append("Each line keeps the setting of the other axes with the best mean dev macro F1: "
                     + "; ".join(f"{' / '.join(map(axis_text, k))}: {v}" for k, v in chosen.items()) + ".")
@@ -181,7 +181,8 @@ def draw(data: FigureData, colours: dict[str, str], out_dir: Path) -> tuple[Path
                     label=c.label + (f" ({c.variant})" if c.variant else ""))
             if np.any(c.n > 1):
                 ok = ~np.isnan(c.mean)
-                ax.fill_between(c.x[ok], c.low[ok], c.high[ok], color=colour, alpha=0.15, linewidth=0)
+                ax.fill_between(c.x[ok], c.low[ok], c.high[ok], color=colour, linewidth=0,
+                                alpha=0.15 if len(data.curves) <= 6 else 0.07)
         if data.log_x:
             ax.set_xscale("log")
         xs = sorted({float(x) for c in data.curves for x in c.x})

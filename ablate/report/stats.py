@@ -17,10 +17,12 @@ import pandas as pd
 from ablate.errors import UserError
 from ablate.metrics import macro, score
 from ablate.report.config import TableSpec
-from ablate.report.tables import (Table, apply_where, axis_text, best_cells, check_axes, groups, resolve_rows,
-                                  status_counts, status_text)
+from ablate.report.cells import (apply_where, axis_text, best_cells, check_axes, groups, resolve_rows,
+                                 status_counts, status_text)
+from ablate.report.tables import Table
 
 Pairs = Sequence[tuple[Sequence[str], Sequence[str]]]  # per sentence: (gold tags, predicted tags)
+_CHUNK = 200  # bootstrap samples drawn at a time
 TEST_NAME = "paired bootstrap over test sentences (resampled per genre), two-sided, Holm-corrected"
 
 
@@ -38,12 +40,51 @@ class BootstrapResult:
     sentences: int
 
 
-def sentence_counts(pairs: Pairs) -> np.ndarray:
-    """(sentences, 3) array of correct, found and gold entities per sentence, as conlleval counts them."""
+_LETTER = {"O": 0, "B": 1, "I": 2, "E": 3, "S": 4, ".": 5}  # any other first letter: 6
+
+
+def entities(seqs: Sequence[Sequence[str]]) -> set[tuple[str, int, int]]:
+    """conlleval's entities (type, first, last) of sentences joined with one "O" after each.
+
+    Exactly seqeval's `get_entities` in its default mode (the chunker `ablate.metrics.score` uses) on
+    the same nested input, vectorised with numpy: a study's bootstrap chunks millions of tags, ~20x
+    faster this way. tests/report/test_stats.py checks it against seqeval tag for tag.
+    """
+    flat = [t for s in seqs for t in (*s, "O")]
+    flat.append("O")  # seqeval's closing sentinel
+    codes, vocab = pd.factorize(pd.Series(flat, dtype=object), sort=False)
+    type_names: dict[str, int] = {}
+    letters = np.array([_LETTER.get(t[0], 6) for t in vocab], dtype=np.int8)
+    types = np.array([type_names.setdefault(t[1:].split("-", maxsplit=1)[-1] or "_", len(type_names))
+                      for t in vocab], dtype=np.int64)
+    tag, typ = letters[codes], types[codes]
+    prev_tag = np.concatenate([[0], tag[:-1]])
+    prev_typ = np.concatenate([[-1], typ[:-1]])
+    changed = prev_typ != typ
+    # seqeval's end_of_chunk(prev, tag) and start_of_chunk(prev, tag), one boolean per position.
+    end = (np.isin(prev_tag, (3, 4)) | (np.isin(prev_tag, (1, 2)) & np.isin(tag, (1, 4, 0)))
+           | (~np.isin(prev_tag, (0, 5)) & changed))
+    start = (np.isin(tag, (1, 4)) | (np.isin(prev_tag, (3, 4, 0)) & np.isin(tag, (3, 2)))
+             | (~np.isin(tag, (0, 5)) & changed))
+    last_start = np.maximum.accumulate(np.where(start, np.arange(len(tag)), 0))
+    ends = np.nonzero(end)[0]
+    names = list(type_names)
+    return {(names[prev_typ[i]], int(last_start[i - 1]), int(i - 1)) for i in ends.tolist()}
+
+
+def sentence_counts(pairs: Pairs, gold: set | None = None) -> np.ndarray:
+    """(sentences, 3) array of correct, found and gold entities per sentence, as conlleval counts them.
+
+    gold: `entities` of the gold tags when already known (they are the same for every arm).
+    """
+    lengths = np.array([len(g) + 1 for g, _ in pairs], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(pairs) else np.zeros(0, np.int64)
+    gold = entities([g for g, _ in pairs]) if gold is None else gold
+    pred = entities([p for _, p in pairs])
     out = np.zeros((len(pairs), 3), dtype=np.float64)
-    for i, (gold, pred) in enumerate(pairs):
-        s = score([list(gold)], [list(pred)])
-        out[i] = (s.correct, s.found, s.phrases)
+    for j, found in enumerate((gold & pred, pred, gold)):
+        where = np.searchsorted(starts, np.array([e[1] for e in found], dtype=np.int64), side="right") - 1
+        out[:, j] = np.bincount(where, minlength=len(pairs))
     return out
 
 
@@ -64,25 +105,33 @@ def _check_paired(a: Mapping[str, Pairs], b: Mapping[str, Pairs]) -> None:
 
 def paired_bootstrap(a: Mapping[str, Pairs], b: Mapping[str, Pairs], samples: int = 1000,
                      seed: int | Sequence[int] = 0) -> BootstrapResult:
-    """Paired bootstrap of macro F1 (mean over genres) of arm b minus arm a.
+    """Paired bootstrap of macro F1 (mean over genres) of arm b minus arm a; see `bootstrap_counts`."""
+    _check_paired(a, b)
+    return bootstrap_counts({g: sentence_counts(a[g]) for g in a}, {g: sentence_counts(b[g]) for g in b},
+                            samples, seed)
+
+
+def bootstrap_counts(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], samples: int = 1000,
+                     seed: int | Sequence[int] = 0) -> BootstrapResult:
+    """The bootstrap on per-sentence counts (`sentence_counts`) of two arms over the same sentences.
 
     Sentences are resampled with replacement within each genre (the same indices for both arms);
     p = (1 + #{|d_b - d| >= |d|}) / (1 + samples): the shifted-null two-sided test, so identical
     arms give p = 1 and a difference no resample comes near gives p = 1 / (1 + samples).
     """
-    _check_paired(a, b)
     rng = np.random.default_rng(seed)
     genres = sorted(a)
     f1a, f1b, boot = [], [], np.zeros((samples, len(genres)))
     for j, g in enumerate(genres):
-        ca, cb = sentence_counts(a[g]), sentence_counts(b[g])
+        ca, cb = a[g], b[g]
         n = len(ca)
         f1a.append(float(_f1(ca.sum(0))))
         f1b.append(float(_f1(cb.sum(0))))
         if n == 0:
             continue
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=samples).astype(np.float64)  # (samples, n)
-        boot[:, j] = _f1(weights @ cb) - _f1(weights @ ca)
+        for lo in range(0, samples, _CHUNK):  # chunks bound the (chunk, n, 3) gather's memory
+            idx = rng.integers(0, n, size=(min(_CHUNK, samples - lo), n))
+            boot[lo:lo + len(idx), j] = _f1(cb[idx].sum(axis=1)) - _f1(ca[idx].sum(axis=1))
     a_f1, b_f1 = (float(np.mean(f1a)), float(np.mean(f1b))) if genres else (0.0, 0.0)
     delta = b_f1 - a_f1
     dist = boot.mean(axis=1) if genres else np.zeros(samples)
@@ -116,73 +165,86 @@ def holm(p_values: Sequence[float]) -> list[float]:
 Predictions = Callable[[str, str], Mapping[str, Pairs]]  # (mlflow_run_id, split) -> genre -> sentences
 
 
-def _load(predictions: Predictions, cell, split: str) -> Mapping[str, Pairs] | None:
+def _load(predictions: Predictions, cell, split: str, cache: dict):
+    """(pairs by genre, counts by genre) of one cell's saved predictions, or None when it has none."""
     run = cell.get("mlflow_run_id")
     if not isinstance(run, str) or not run:
         return None
-    try:
-        got = predictions(run, split)
-    except (LookupError, OSError):  # the tracking layer's "no such artifact"
-        return None
-    return got or None
+    if (run, split) not in cache:
+        try:
+            got = predictions(run, split)
+        except (LookupError, OSError):  # the tracking layer's "no such artifact"
+            got = None
+        cache[run, split] = (got, {g: sentence_counts(p, _gold(cache, split, g, p)) for g, p in got.items()}
+                             ) if got else None
+    return cache[run, split]
+
+
+def _gold(cache: dict, split: str, genre: str, pairs: Pairs) -> set:
+    # Every arm has the same gold tags: chunk them once per split and genre (and check they are the same).
+    tags = [list(g) for g, _ in pairs]
+    known = cache.setdefault("gold", {}).get((split, genre))
+    if known is None or known[0] != tags:
+        known = cache["gold"][split, genre] = (tags, entities(tags))
+    return known[1]
 
 
 def _p_text(p: float) -> str:
     return "–" if math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _pair(group: pd.DataFrame, axis: str, values: list, predictions: Predictions, samples: int, seed,
+          cache: dict) -> tuple[list, BootstrapResult | None, str]:
+    """The best cell of each arm in one row pair, and their bootstrap (None without both arms' predictions)."""
+    arms = {k[0]: g for k, g in groups(group, [axis])}
+    picked = [best_cells(arms[v], [])[0] if v in arms else ((), None, group.iloc[:0]) for v in values]
+    cells = [r for _, r, _ in picked]
+    names = [r["name"] if r is not None else status_text(status_counts(g)) for _, r, g in picked]
+    if any(r is None for r in cells):
+        return names, None, "–"
+    for split in ("test", "dev"):
+        a, b = (_load(predictions, r, split, cache) for r in cells)
+        if a is not None and b is not None:
+            _check_paired(a[0], b[0])
+            return names, bootstrap_counts(a[1], b[1], samples, seed), split
+    return names, None, "no predictions"
+
+
 def compare_table(cells: pd.DataFrame, spec: TableSpec, predictions: Predictions, samples: int = 1000,
-                  seed: int = 0) -> Table:
+                  seed: int = 0, cache: dict | None = None) -> Table:
     """The table's `compare:` pairs: rows that differ only in that axis, paired bootstrap + Holm across them.
 
     Each arm is its best finished cell by dev macro F1 (one seed). Test predictions are used; dev only
     where an arm has no test predictions (the Split column says which).
     """
-    axis = spec.compare
-    what = f"table {spec.name}: compare"
+    cache = {} if cache is None else cache  # (mlflow_run_id, split) -> loaded predictions and counts
+    axis, what = spec.compare, f"table {spec.name}: compare"
     check_axes(cells, [axis], what)
     sub = apply_where(cells, spec.where, f"table {spec.name}: where")
     values = [key[0] for key, _ in groups(sub, [axis])]
     if len(values) != 2:
         raise UserError(f"{what}: {axis} has {len(values)} values here ({', '.join(map(axis_text, values))}); "
                         "a comparison needs exactly two")
-    first, second = values
-    rows = list(spec.rows) + ([axis] if axis not in spec.rows else [])
-    keys, sub, _ = resolve_rows(sub, rows, spec.others)
+    la, lb = axis_text(values[0]), axis_text(values[1])
+    keys, sub, _ = resolve_rows(sub, list(spec.rows) + ([axis] if axis not in spec.rows else []), spec.others)
     pair_keys = [k for k in keys if k != axis]
-    out: dict[str, list] = {k: [] for k in pair_keys}
-    la, lb = axis_text(first), axis_text(second)
-    cols = [f"{la} cell", f"{lb} cell", f"{la} macro F1 (%)", f"{lb} macro F1 (%)", f"Δ {lb} − {la} (points)",
-            "95% CI", "Split", "p"]
-    out.update({c: [] for c in cols})
-    ps = []
+    disp, nums = [], []
     for i, (key, group) in enumerate(groups(sub, pair_keys)):
-        for k, v in zip(pair_keys, key):
-            out[k].append(axis_text(v))
-        arms = {value_key[0]: g for value_key, g in groups(group, [axis])}
-        picked = [best_cells(arms[v], [])[0] if v in arms else ((), None, group.iloc[:0]) for v in values]
-        names = [r["name"] if r is not None else status_text(status_counts(g)) for _, r, g in picked]
-        res, used = None, "–"
-        if all(r is not None for _, r, _ in picked):
-            for split in ("test", "dev"):
-                pa, pb = (_load(predictions, r, split) for _, r, _ in picked)
-                if pa is not None and pb is not None:
-                    res, used = paired_bootstrap(pa, pb, samples, seed=[seed, i]), split
-                    break
-        if res is None:
-            cells_note = "no predictions" if all(r is not None for _, r, _ in picked) else "–"
-            row = [*names, cells_note, cells_note, "–", "–", used]
-            ps.append(math.nan)
-        else:
-            row = [*names, f"{100 * res.a:.2f}", f"{100 * res.b:.2f}", f"{100 * res.delta:+.2f}",
-                   f"[{100 * res.low:+.2f}, {100 * res.high:+.2f}]", used]
-            ps.append(res.p_value)
-        for c, v in zip(cols[:-1], row):
-            out[c].append(v)
-    out["p"] = [_p_text(p) for p in ps]
-    out["p (Holm)"] = [_p_text(p) for p in holm(ps)]
-    caption = (f"{axis}: {lb} against {la}, each arm its best finished cell by dev macro F1. Test: {TEST_NAME}, "
-               f"{samples} samples, seed {seed}; Δ is the difference in macro F1 over genres.")
-    display = pd.DataFrame(out)
-    numbers = display.assign(p=ps, **{"p (Holm)": holm(ps)})
-    return Table(f"{spec.name}_significance", f"{spec.title or spec.name}: {la} vs {lb}", caption, display, numbers)
+        names, res, used = _pair(group, axis, values, predictions, samples, [seed, i], cache)
+        axes_part = {k: axis_text(v) for k, v in zip(pair_keys, key)}
+        r = res or BootstrapResult(*[math.nan] * 6, samples=samples, sentences=0)
+        nums.append({**dict(zip(pair_keys, key)), f"{la} cell": names[0], f"{lb} cell": names[1],
+                     f"{la} macro_f1": r.a, f"{lb} macro_f1": r.b, "delta": r.delta, "ci_low": r.low,
+                     "ci_high": r.high, "split": used, "sentences": r.sentences, "p": r.p_value})
+        pct = (lambda x, sign="": "–" if math.isnan(x) else f"{100 * x:{sign}.2f}")
+        disp.append({**axes_part, f"{la} cell": names[0], f"{lb} cell": names[1],
+                     f"{la} macro F1 (%)": pct(r.a), f"{lb} macro F1 (%)": pct(r.b),
+                     f"Δ {lb} − {la} (points)": pct(r.delta, "+"),
+                     "95% CI": "–" if res is None else f"[{pct(r.low, '+')}, {pct(r.high, '+')}]", "Split": used})
+    adjusted = holm([n["p"] for n in nums])
+    for d, n, h in zip(disp, nums, adjusted):
+        d["p"], d["p (Holm)"], n["p_holm"] = _p_text(n["p"]), _p_text(h), h
+    caption = (f"{axis}: {lb} against {la}, each arm its best finished cell by dev macro F1 (one seed). Test: "
+               f"{TEST_NAME}; {samples} samples, seed {seed}; Δ is the difference in macro F1 over genres.")
+    return Table(f"{spec.name}_significance", f"{spec.title or spec.name}: {la} vs {lb}", caption,
+                 pd.DataFrame(disp), pd.DataFrame(nums))

@@ -17,14 +17,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ablate.errors import UserError
-from ablate.report.config import SELECT, SPLIT_FREE, TableSpec, metric_key
+from ablate.report.cells import (
+    NA, SEED, STATUSES, apply_where, axes_of, axis_text, best_cells, cells_text, check_axes, finished, groups,
+    resolve_rows, status_counts, status_text, varying,
+)
+from ablate.report.config import SPLIT_FREE, TableSpec, metric_key
 
-STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "MISSING")
-SEED = "seed"
-RESERVED = ("run_id", "name", "status", "error", "mlflow_run_id", "history")
 TYPES = ("BODY", "SYMP", "INST", "EXAM", "CHEM", "DISE", "DRUG", "SUPP", "TREAT", "TIME")
-NA = "n/a"  # a finished cell that did not log this metric
 
 # The paper's numbers (Lee et al., ROCLING 2023; DESIGN.md), keyed by metric then (backbone, finetune|None).
 PAPER: dict[str, dict[tuple[str, str | None], float]] = {
@@ -105,143 +104,14 @@ def column(name: str, split: str) -> Column:
     return Column(key, f"{label} (%)", scale=100.0, decimals=2, best="max")
 
 
-# -- cells --------------------------------------------------------------------------------------------------
-
-def axes_of(cells: pd.DataFrame) -> list[str]:
-    """The axis columns in study order: attrs["axes"], else every column that is not a metric or bookkeeping."""
-    if "axes" in cells.attrs:
-        return list(cells.attrs["axes"])
-    return [c for c in cells.columns if c not in RESERVED and "/" not in c and c not in SPLIT_FREE]
-
-
-def check_axes(cells: pd.DataFrame, names, what: str) -> None:
-    axes = axes_of(cells)
-    unknown = [n for n in names if n not in axes]
-    if unknown:
-        raise UserError(f"{what}: unknown axis {', '.join(map(repr, unknown))}; the study's axes are {', '.join(axes)}")
-
-
-def apply_where(cells: pd.DataFrame, where: dict, what: str = "where") -> pd.DataFrame:
-    """Keep the cells whose axes equal the given values (numbers compared as numbers: 1e-5 == "1.0e-5")."""
-    check_axes(cells, where, what)
-    keep = np.ones(len(cells), dtype=bool)
-    for axis, value in where.items():
-        col = cells[axis]
-        if pd.api.types.is_numeric_dtype(col):
-            try:
-                keep &= np.isclose(col.to_numpy(float), float(value), rtol=1e-9, atol=0)
-            except ValueError:
-                raise UserError(f"{what}.{axis}: {value!r} is not a number") from None
-        else:
-            keep &= (col.astype(str) == str(value)).to_numpy()
-    out = cells[keep]
-    out.attrs = dict(cells.attrs)
-    return out
-
-
-def varying(cells: pd.DataFrame, axes=None) -> list[str]:
-    """Axes with more than one value among these cells (a missing value counts as a value)."""
-    axes = axes_of(cells) if axes is None else axes
-    return [a for a in axes if cells[a].nunique(dropna=False) > 1]
-
-
-def axis_text(value) -> str:
-    """An axis value as people write it: 1e-05, 20, lora; an axis a cell does not have shows as "–"."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, (float, np.floating)):
-        return str(int(value)) if float(value).is_integer() and abs(value) >= 1 else f"{value:g}"
-    return str(value)
-
-
-def groups(cells: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
-    """Cells grouped by `keys`: numbers in numeric order, other values in order of first appearance."""
-    if not keys:
-        return [((), cells)] if len(cells) else []
-    out = list(cells.groupby(keys, sort=False, dropna=False))
-
-    def order(item):
-        key = item[0]
-        rank = []
-        for axis, value in zip(keys, key):
-            if pd.api.types.is_numeric_dtype(cells[axis]):
-                rank.append(math.inf if pd.isna(value) else float(value))
-            else:
-                rank.append(_first_seen(cells[axis]).get(str(value), math.inf))
-        return rank
-
-    return sorted(out, key=order)
-
-
-def _first_seen(col: pd.Series) -> dict[str, int]:
-    return {v: i for i, v in reversed(list(enumerate(col.astype(str))))}
-
-
-def finished(cells: pd.DataFrame) -> pd.DataFrame:
-    return cells[cells["status"] == "FINISHED"]
-
-
-def _mean_select(group: pd.DataFrame) -> float:
-    v = finished(group)[SELECT].dropna() if SELECT in group else pd.Series(dtype=float)
-    return float(v.mean()) if len(v) else -math.inf
-
-
-def resolve_rows(cells: pd.DataFrame, rows: list[str], others: str, fixed=()) -> tuple[list[str], pd.DataFrame, dict]:
-    """The row keys and the cells behind them, after the `others` rule for axes that vary but are not rows.
-
-    Returns (keys, cells, chosen) where chosen maps a row key to the setting text "best" picked.
-    """
-    rest = [a for a in varying(cells) if a not in rows and a != SEED and a not in fixed]
-    if others == "split" or not rest:
-        return list(rows) + rest, cells, {}
-    kept, chosen = [], {}
-    for key, group in groups(cells, list(rows)):
-        settings = groups(group, rest)
-        best_key, best = max(settings, key=lambda s: _mean_select(s[1]))
-        if _mean_select(best) == -math.inf:  # nothing finished: keep every cell so the statuses all show
-            kept.append(group)
-            chosen[key] = "none finished"
-        else:
-            kept.append(best)
-            chosen[key] = ", ".join(f"{a}={axis_text(v)}" for a, v in zip(rest, best_key))
-    out = pd.concat(kept) if kept else cells.iloc[:0]
-    out.attrs = dict(cells.attrs)
-    return list(rows), out, chosen
-
-
-def status_counts(cells: pd.DataFrame) -> dict[str, int]:
-    counts = cells["status"].value_counts()
-    return {s: int(counts.get(s, 0)) for s in STATUSES}
-
-
-def cells_text(counts: dict[str, int]) -> str:
-    """"3/3", or "2/3 (1 failed)": finished of planned, and what became of the rest."""
-    total = sum(counts.values())
-    rest = [f"{n} {s.lower()}" for s, n in counts.items() if s != "FINISHED" and n]
-    return f"{counts['FINISHED']}/{total}" + (f" ({', '.join(rest)})" if rest else "")
-
-
-def status_text(counts: dict[str, int]) -> str:
-    """What a row without any value shows instead: "failed (3/3)", "missing (1/2), running (1/2)"."""
-    total = sum(counts.values())
-    if not total:
-        return "no cells"
-    return ", ".join(f"{s.lower()} ({n}/{total})" for s, n in counts.items() if s != "FINISHED" and n) or NA
-
-
 # -- numbers and text ---------------------------------------------------------------------------------------
 
-def _values(group: pd.DataFrame, key: str) -> np.ndarray:
-    if key not in group:
-        return np.empty(0)
-    return finished(group)[key].dropna().to_numpy(dtype=float)
-
-
 def _decimals(col: Column, means: list[float]) -> int:
+    # Enough decimals for the smallest value of the column to keep three significant digits.
     if col.decimals is not None:
         return col.decimals
-    top = max((abs(m * col.scale) for m in means if not math.isnan(m)), default=0.0)
-    return 0 if top >= 100 else 1 if top >= 10 else 2 if top >= 1 else 3
+    least = min((abs(m * col.scale) for m in means if not math.isnan(m) and m != 0), default=1.0)
+    return max(0, min(4, 2 - math.floor(math.log10(least))))
 
 
 def _num(value: float, col: Column, decimals: int) -> str:
@@ -258,20 +128,19 @@ def value_text(v: np.ndarray, col: Column, decimals: int, show_n: bool = True) -
     return f"{_num(mean, col, decimals)} ± {_num(float(v.std(ddof=1)), col, decimals)} ({len(v)})"
 
 
-def metric_block(group_list: list[pd.DataFrame], col: Column, show_n: bool = True
+def metric_block(fins: list[pd.DataFrame], counts: list[dict[str, int]], col: Column, show_n: bool = True
                  ) -> tuple[list[str], list[float], list[float], list[int]]:
-    """Texts (best in bold), means, stds and n of one column over the row groups."""
-    vals = [_values(g, col.key) for g in group_list]
+    """Texts (best in bold), means, stds and n of one column over the rows' finished cells."""
+    vals = [f[col.key].dropna().to_numpy(dtype=float) if col.key in f else np.empty(0) for f in fins]
     means = [float(v.mean()) if len(v) else math.nan for v in vals]
     stds = [float(v.std(ddof=1)) if len(v) > 1 else math.nan for v in vals]
     d = _decimals(col, means)
     texts = []
-    for v, g in zip(vals, group_list):
+    for v, c in zip(vals, counts):
         if len(v):
             texts.append(value_text(v, col, d, show_n))
         else:
-            counts = status_counts(g)
-            texts.append(NA if counts["FINISHED"] else status_text(counts))
+            texts.append(NA if c["FINISHED"] else status_text(c))
     shown = [round(m * col.scale, d) if not math.isnan(m) else math.nan for m in means]
     present = [s for s in shown if not math.isnan(s)]
     if col.best and len(present) >= 2 and len(set(present)) > 1:
@@ -280,21 +149,28 @@ def metric_block(group_list: list[pd.DataFrame], col: Column, show_n: bool = Tru
     return texts, means, stds, [len(v) for v in vals]
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """A pipe table: text columns left-aligned, the rest right-aligned."""
+def to_markdown(df: pd.DataFrame, left=()) -> str:
+    """A pipe table: text columns (and those named in `left`) left-aligned, numbers right-aligned."""
     def esc(x) -> str:
         return str(x).replace("|", "\\|")
 
     cols = [esc(c) for c in df.columns]
-    right = [not _is_left(df[c]) for c in df.columns]
+    right = [c not in left and not _is_left(df[c]) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |",
              "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
     lines += ["| " + " | ".join(esc(x) for x in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
+_NUMBERISH = re.compile(r"^\**[-+\[]?[\d.,+-]")
+_NO_VALUE = re.compile(r"^(n/a|–|no cells|no predictions|(failed|killed|running|missing) \()")
+
+
 def _is_left(col: pd.Series) -> bool:
-    return col.name in ("Cells", "Setting", "Cell") or not any(re.match(r"^\**[-\d]", str(x)) for x in col)
+    # Numbers right-aligned; a metric column that also shows "failed (1/3)" or "n/a" stays numeric.
+    if col.name in ("Cells", "Setting", "Cell"):
+        return True
+    return not all(_NUMBERISH.match(str(x)) or _NO_VALUE.match(str(x)) for x in col)
 
 
 def _paper_value(metric: str, key: dict) -> float:
@@ -310,7 +186,8 @@ def build_table(cells: pd.DataFrame, spec: TableSpec) -> Table:
     """One TableSpec -> Table: rows, a Cells column, mean ± std (n) per column, bold best."""
     check_axes(cells, spec.rows, f"table {spec.name}: rows")
     sub = apply_where(cells, spec.where, f"table {spec.name}: where")
-    keys, sub, chosen = resolve_rows(sub, spec.rows, spec.others)
+    rows = list(spec.rows) + ([spec.compare] if spec.compare and spec.compare not in spec.rows else [])
+    keys, sub, chosen = resolve_rows(sub, rows, spec.others)  # both compared arms are always rows
     rows = groups(sub, keys)
     disp: dict[str, list] = {k: [axis_text(key[i]) for key, _ in rows] for i, k in enumerate(keys)}
     nums: dict[str, list] = {k: [key[i] for key, _ in rows] for i, k in enumerate(keys)}
@@ -321,11 +198,11 @@ def build_table(cells: pd.DataFrame, spec: TableSpec) -> Table:
     disp["Cells"] = [cells_text(c) for c in counts]
     for s in STATUSES:
         nums[s.lower()] = [c[s] for c in counts]
-    group_list = [g for _, g in rows]
+    fins = [finished(g) for _, g in rows]
     paper_cols = []
     for name in spec.columns:
         col = column(name, spec.split)
-        texts, means, stds, ns = metric_block(group_list, col)
+        texts, means, stds, ns = metric_block(fins, counts, col)
         disp[col.header] = texts
         nums[f"{col.key} mean"], nums[f"{col.key} std"], nums[f"{col.key} n"] = means, stds, ns
         base = col.key.split("/", 1)[1] if col.key not in SPLIT_FREE else col.key
@@ -381,20 +258,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "axis"
 
 
-def best_cells(cells: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.Series | None, pd.DataFrame]]:
-    """Per group of `keys`: the finished cell with the highest dev macro F1 (None when none finished)."""
-    out = []
-    for key, group in groups(cells, keys):
-        fin = finished(group)
-        if SELECT in fin and fin[SELECT].notna().any():
-            out.append((key, fin.loc[fin[SELECT].idxmax()], group))
-        elif len(fin):
-            out.append((key, fin.iloc[0], group))
-        else:
-            out.append((key, None, group))
-    return out
-
-
 def _detail_table(cells: pd.DataFrame, arms: list[str], name: str, title: str, split_keys) -> Table | None:
     keys = [a for a in arms if a in axes_of(cells) and a in varying(cells)]
     picked = best_cells(cells, keys)
@@ -409,10 +272,11 @@ def _detail_table(cells: pd.DataFrame, arms: list[str], name: str, title: str, s
     disp["Cell"] = [r["name"] if r is not None else "–" for _, r, _ in picked]
     nums: dict[str, list] = {k: [key[i] for key, _, _ in picked] for i, k in enumerate(keys)}
     nums["run_id"] = [r["run_id"] if r is not None else None for _, r, _ in picked]
+    fins = [pd.DataFrame([r]) if r is not None else g.iloc[:0] for _, r, g in picked]
+    counts = [status_counts(g) for _, _, g in picked]
     for key, header in metrics:
         col = Column(key, header, scale=100.0, decimals=2, best="max")
-        one = [pd.DataFrame([r]) if r is not None else g for _, r, g in picked]
-        disp[header], nums[key], _, _ = metric_block(one, col, show_n=False)
+        disp[header], nums[key], _, _ = metric_block(fins, counts, col, show_n=False)
     caption = (f"Split: {split}. One cell per arm ({', '.join(keys) or 'all cells'}): the finished cell with the "
                "best dev macro F1 (a single seed, so no ± std). Best of each column in bold.")
     return Table(name, title, caption, pd.DataFrame(disp), pd.DataFrame(nums))
@@ -423,9 +287,10 @@ def _genre_keys(cells: pd.DataFrame, split: str, rows) -> list[tuple[str, str]]:
                      if re.fullmatch(rf"{split}/f1/[a-z0-9_]+", c) and cells[c].notna().any()})
     if not genres:
         return []
+    macro = [(f"{split}/macro_{m}", f"Macro {m[0].upper() if m != 'f1' else 'F1'} (%)")
+             for m in ("precision", "recall", "f1")]
     return [(f"{split}/f1/{g}", f"{g.upper()} F1 (%)") for g in genres] + [
-        (f"{split}/macro_precision", "Macro P (%)"), (f"{split}/macro_recall", "Macro R (%)"),
-        (f"{split}/macro_f1", "Macro F1 (%)")]
+        (k, h) for k, h in macro if k in cells and cells[k].notna().any()]
 
 
 def _type_keys(cells: pd.DataFrame, split: str, rows) -> list[tuple[str, str]]:

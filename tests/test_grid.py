@@ -1,0 +1,181 @@
+"""The grid: size = product of axes, stable order, run ids stable, content-addressed and additive."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ablate.errors import DataError
+from ablate.grid import data_hashes, expand, file_hashes, run_id, run_name
+from ablate.spec import StudySpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "train.jsonl").write_text(
+        '{"character": ["頭", "痛"], "character_label": ["B-SYMP", "I-SYMP"], "genre": "ft"}\n', encoding="utf-8"
+    )
+    (root / "test.txt").write_text("痛 O\n", encoding="utf-8")
+    return root
+
+
+def study(root: Path, grid: dict, **over) -> StudySpec:
+    raw = {
+        "name": "s",
+        "data": {"root": str(root), "train": ["train.jsonl"], "dev": {"split": 0.2},
+                 "test": [{"path": "test.txt", "genre": "ft"}]},
+        "backbones": {"bert": {"scratch": "bert"}, "roberta": {"scratch": "roberta"}},
+        "grid": {"backbone": ["bert"], **grid},
+        **over,
+    }
+    return StudySpec.model_validate(raw)
+
+
+def ids(s: StudySpec) -> dict[str, str]:
+    """run_name -> run_id (names are unique in these grids)."""
+    hashes = data_hashes(s)
+    return {run_name(r): run_id(r, hashes) for r in expand(s)}
+
+
+GRID = {"backbone": ["bert", "roberta"], "finetune": ["lora", "full"], "loss": ["ce", "focal"],
+        "lr": [1e-5, 5e-5, 1e-4], "seed": [1, 2]}
+
+
+def test_size_is_the_product_of_the_axes(data: Path):
+    s = study(data, GRID)
+    runs = expand(s)
+    assert len(runs) == math.prod(len(v) for v in GRID.values()) == 48
+    assert len({run_id(r, data_hashes(s)) for r in runs}) == 48
+    assert len({run_name(r) for r in runs}) == 48
+
+
+def test_order_is_sorted_by_axis_name_with_values_in_file_order(data: Path):
+    grid = {"seed": [2, 1], "lr": [5e-5, 1e-5], "backbone": ["roberta", "bert"]}
+    runs = expand(study(data, grid))
+    # Axes sorted: backbone, finetune, loss, lr, seed; the last varies fastest.
+    expected = list(itertools.product(["roberta", "bert"], [5e-5, 1e-5], [2, 1]))
+    assert [(r.backbone, r.train.lr, r.train.seed) for r in runs] == expected
+    assert list(runs[0].axes) == ["backbone", "finetune", "loss", "lr", "seed"]
+
+
+def test_cells_carry_their_axis_values_in_the_resolved_spec(data: Path):
+    s = study(data, {**GRID, "lora.r": [4, 8], "focal.gamma": [1.0]}, train={"epochs": 3})
+    for r in expand(s):
+        assert r.backbone_spec == s.backbones[r.backbone]
+        assert (r.finetune, r.loss, r.train.lr, r.train.seed) == tuple(r.axes[k] for k in ("finetune", "loss", "lr", "seed"))
+        assert r.train.epochs == 3 and r.data == s.data and r.study == "s"
+        if r.finetune == "lora":
+            assert r.train.lora.r == r.axes["lora.r"]
+
+
+def test_settings_a_method_ignores_do_not_multiply_cells(data: Path):
+    s = study(data, {"finetune": ["lora", "full"], "loss": ["ce", "focal"], "lora.r": [4, 8], "focal.gamma": [1.0, 3.0]})
+    runs = expand(s)
+    # lora cells: 2 ranks x (ce + 2 gammas); full cells: 1 x (ce + 2 gammas).
+    assert len(runs) == 2 * 3 + 1 * 3
+    full_ce = [r for r in runs if r.finetune == "full" and r.loss == "ce"]
+    assert len(full_ce) == 1 and full_ce[0].axes["lora.r"] is None and full_ce[0].axes["focal.gamma"] is None
+    assert len({run_id(r, data_hashes(s)) for r in runs}) == len(runs)
+
+
+def test_run_ids_are_stable_across_calls_and_processes(data: Path):
+    s = study(data, GRID)
+    first = ids(s)
+    assert ids(s) == first and ids(study(data, GRID)) == first
+    code = (
+        "import json, sys\n"
+        "from ablate.spec import StudySpec\n"
+        "from ablate.grid import expand, run_id, run_name, data_hashes\n"
+        "s = StudySpec.model_validate_json(sys.stdin.read())\n"
+        "h = data_hashes(s)\n"
+        "print(json.dumps({run_name(r): run_id(r, h) for r in expand(s)}))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], input=s.model_dump_json(), capture_output=True, text=True,
+                         env=env, check=True, cwd=REPO)
+    assert json.loads(out.stdout) == first
+
+
+def test_changing_data_content_changes_every_run_id(data: Path):
+    s = study(data, GRID)
+    before = ids(s)
+    (data / "test.txt").write_text("痛 O\n頭 B-BODY\n", encoding="utf-8")
+    after = ids(s)
+    assert after.keys() == before.keys()
+    assert all(after[k] != before[k] for k in before)
+
+
+def test_adding_an_axis_value_adds_cells_and_keeps_old_ids(data: Path):
+    old = ids(study(data, GRID))
+    new = ids(study(data, {**GRID, "lr": [1e-5, 5e-5, 1e-4, 2e-4], "seed": [1, 2, 3]}))
+    assert len(new) == 2 * 2 * 2 * 4 * 3
+    assert {k: new[k] for k in old} == old
+
+
+def test_identity_ignores_location_order_and_cosmetics(data: Path, tmp_path: Path):
+    base = ids(study(data, GRID))
+    # An axis with only the fixed value, a description, save_model, axis order: the same runs.
+    assert ids(study(data, {**GRID, "epochs": [20]}, description="x", train={"save_model": True})) == base
+    assert ids(study(data, dict(reversed(GRID.items())))) == base
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    assert ids(study(moved, GRID)) == base  # same content elsewhere: same ids (root is not hashed)
+    # But a real setting changes them all.
+    changed = ids(study(data, GRID, train={"batch_size": 8}))
+    assert not set(changed.values()) & set(base.values())
+
+
+def test_lora_settings_do_not_enter_a_full_run_identity(data: Path):
+    a = {run_name(r): run_id(r, data_hashes(s)) for s in [study(data, {"finetune": ["lora", "full"]})] for r in expand(s)}
+    s2 = study(data, {"finetune": ["lora", "full"]}, train={"lora": {"r": 4}})
+    b = {run_name(r): run_id(r, data_hashes(s2)) for r in expand(s2)}
+    assert a["bert-full-ce-lr1e-05-e20-s1"] == b["bert-full-ce-lr1e-05-e20-s1"]
+    assert a["bert-lora-ce-lr1e-05-e20-s1"] != b["bert-lora-ce-lr1e-05-e20-s1"]
+
+
+def test_run_id_needs_every_data_hash(data: Path):
+    s = study(data, {})
+    run = expand(s)[0]
+    assert len(run_id(run, data_hashes(s))) == 12
+    with pytest.raises(KeyError, match="no hash for data file"):
+        run_id(run, {})
+
+
+def test_run_names_read_like_the_cell(data: Path):
+    s = study(data, {"finetune": ["lora"], "loss": ["focal"], "lr": [1e-5, 2.5e-5], "lora.r": [8], "batch_size": [4]})
+    names = [run_name(r) for r in expand(s)]
+    assert names == ["bert-lora-focal-lr1e-05-e20-s1-bs4-r8", "bert-lora-focal-lr2.5e-05-e20-s1-bs4-r8"]
+
+
+def test_file_hashes_hash_content_and_notice_changes(data: Path):
+    path = data / "test.txt"
+    h1 = file_hashes([path])
+    assert h1 == {str(path): hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.write_text("頭 O\n痛 O\n", encoding="utf-8")
+    h2 = file_hashes([path])
+    assert h2[str(path)] == hashlib.sha256(path.read_bytes()).hexdigest() != h1[str(path)]
+    with pytest.raises(DataError, match="no such file"):
+        file_hashes([data / "nope.txt"])
+
+
+def test_ten_thousand_cells_are_unique(data: Path):
+    grid = {"backbone": ["bert", "roberta"], "finetune": ["lora", "full"], "loss": ["ce", "focal"],
+            "lr": [1e-5 * k for k in range(1, 26)], "seed": list(range(25)), "epochs": [1, 2]}
+    s = study(data, grid)
+    runs = expand(s)
+    assert len(runs) == 10_000
+    hashes = data_hashes(s)
+    assert len({run_id(r, hashes) for r in runs}) == 10_000
