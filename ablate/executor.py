@@ -22,7 +22,7 @@ from ablate.data.splits import split as split_dev
 from ablate.data.tags import Note, Repair, entity_types, label_list, repair_tags, unseen_types
 from ablate.errors import UserError
 
-FAULT_ENV = "ABLATE_FAULT"  # testing hook: "KIND" or "KIND@NAME-SUBSTRING", KIND in nan|error|oom|oom>N
+FAULT_ENV = "ABLATE_FAULT"  # a testing hook for the failure policy: see fault_for
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the per-load report (fresh head MISSING) is expected here
+    hf_logging.disable_progress_bar()
     cache = _cache_root()
     corpus = load_corpus(spec.data)
     model_path = resolve_backbone(spec, corpus.train, cache)
@@ -178,16 +179,21 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
 
 
 def fault_for(name: str, batch_size: int) -> str | None:
-    """The injected fault for this cell, from ABLATE_FAULT (tests of the failure policy only)."""
-    raw = os.environ.get(FAULT_ENV, "")
-    if not raw:
-        return None
-    kind, _, where = raw.partition("@")
-    if where and where not in name:
-        return None
-    if kind.startswith("oom>"):  # out of memory while the batch is larger than N
-        return "oom" if batch_size > int(kind[4:]) else None
-    return kind
+    """The injected fault for this cell, from ABLATE_FAULT (tests of the failure policy only).
+
+    A comma-separated list of `KIND[@NAME-SUBSTRING]`; KIND is nan, error, or oom>N (out of
+    memory while the batch is larger than N, so the halved-batch retry succeeds).
+    """
+    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        kind, _, where = item.partition("@")
+        if where and where not in name:
+            continue
+        if kind.startswith("oom>"):
+            if batch_size > int(kind[4:]):
+                return "oom"
+            continue
+        return kind
+    return None
 
 
 def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path: str) -> None:

@@ -31,7 +31,6 @@ def default_storage(tracking_uri: str, mlruns: Path) -> str:
         return str(store / "queue.journal")
     import hashlib
 
-    mlruns.mkdir(parents=True, exist_ok=True)
     return str(mlruns / f"queue-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:10]}.journal")
 
 

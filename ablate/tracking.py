@@ -25,13 +25,11 @@ STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
-    """MLFLOW_TRACKING_URI, else sqlite under `<root>/mlruns/` (the folder is created)."""
+    """MLFLOW_TRACKING_URI, else sqlite under `<root>/mlruns/` (created on first write, not here)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    folder = (root or Path.cwd()) / "mlruns"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder.resolve() / 'mlflow.db'}"
+    return f"sqlite:///{((root or Path.cwd()) / 'mlruns').resolve() / 'mlflow.db'}"
 
 
 def local_store_dir(tracking_uri: str) -> Path | None:
@@ -70,6 +68,9 @@ class Tracker:
 
         for name in ("mlflow", "alembic"):  # schema-migration chatter on first use of a store
             logging.getLogger(name).setLevel(logging.WARNING)
+        store = local_store_dir(tracking_uri)
+        if store is not None:
+            store.mkdir(parents=True, exist_ok=True)
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
 

@@ -24,7 +24,7 @@ NA = "n/a"  # a finished cell that did not log this metric
 def axes_of(cells: pd.DataFrame) -> list[str]:
     """The axis columns in study order: attrs["axes"], else every column that is not a metric or bookkeeping."""
     if "axes" in cells.attrs:
-        return list(cells.attrs["axes"])
+        return [a for a in cells.attrs["axes"] if a in cells.columns]
     return [c for c in cells.columns if c not in RESERVED and "/" not in c and c not in SPLIT_FREE]
 
 
@@ -85,6 +85,7 @@ def groups(cells: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.DataFra
 
 
 def finished(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells with results; every other status is counted, never averaged."""
     return cells[cells["status"] == "FINISHED"]
 
 
@@ -122,7 +123,7 @@ def status_counts(cells: pd.DataFrame) -> dict[str, int]:
 
 
 def cells_text(counts: dict[str, int]) -> str:
-    """"3/3", or "2/3 (1 failed)": finished of planned, and what became of the rest."""
+    """Finished of planned, and what became of the rest: "3/3", or "2/3 (1 failed)"."""
     total = sum(counts.values())
     rest = [f"{n} {s.lower()}" for s, n in counts.items() if s != "FINISHED" and n]
     return f"{counts['FINISHED']}/{total}" + (f" ({', '.join(rest)})" if rest else "")
@@ -142,7 +143,7 @@ def best_cells(cells: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.Ser
     for key, group in groups(cells, keys):
         fin = finished(group)
         if SELECT in fin and fin[SELECT].notna().any():
-            out.append((key, fin.loc[fin[SELECT].idxmax()], group))
+            out.append((key, fin.iloc[int(np.nanargmax(fin[SELECT].to_numpy(float)))], group))  # first of ties
         elif len(fin):
             out.append((key, fin.iloc[0], group))
         else:

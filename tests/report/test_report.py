@@ -96,7 +96,7 @@ def test_build_report_writes_page_tables_and_figures(tmp_path):
     assert "**24 cells planned: 22 finished, 1 failed, 1 missing (never run).**" in page
     assert "RuntimeError: out of memory" in page  # a traceback's last line, not its first
     assert "paired bootstrap over test sentences" in page and "200 bootstrap samples" in page
-    assert "### LoRA vs full: lora vs full" in page
+    assert "### LoRA vs full: is full different from lora?" in page
     links = re.findall(r"\]\(((?:tables|figures)/[^)]+)\)", page)
     assert {"figures/f1_vs_lr.png", "figures/f1_vs_epoch.png", "tables/t4.csv", "tables/per_genre.md",
             "tables/per_type.md", "tables/t4_significance.csv"} <= set(links)

@@ -132,3 +132,22 @@ def test_compare_table_pairs_arms_within_each_row_and_corrects_across_them():
     assert d["full cell"].iloc[2] == "missing (2/2)" and d["p"].iloc[2] == "–"
     assert d["Split"].tolist() == ["test", "test", "–"]
     assert len(set(calls)) == len(calls)  # each run's predictions read once
+
+
+def test_entities_equal_seqeval_on_any_tag_soup():
+    # The bootstrap's vectorised chunker must be seqeval's default mode (conlleval), odd tags included.
+    import random
+    import warnings
+
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from ablate.report.stats import entities
+
+    vocab = ["O", "B-A", "I-A", "B-B", "I-B", "E-A", "S-B", "I-C", ".", "X", "X-A", "B-", "E-B", "S-A", "BODY",
+             "O-SYMP", "i-CHEM", "T-TIME"]
+    rng = random.Random(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seqeval warns about the odd tags it is fed on purpose
+        for _ in range(2000):
+            seqs = [[rng.choice(vocab) for _ in range(rng.randint(0, 8))] for _ in range(rng.randint(1, 4))]
+            assert entities(seqs) == set(get_entities(seqs)), seqs
