@@ -21,11 +21,15 @@ test: install
 test-all: install
 	$(PY) -m pytest -m ''
 
+# The embedded-default study, offline on CPU: synthetic corpus -> 16 cells -> report.
 demo: install
-	$(VENV)/bin/ablate data demo $(DEMO_DATA)
+	test -f $(DEMO_DATA)/train.jsonl || $(VENV)/bin/ablate data demo $(DEMO_DATA) --sentences 900
+	$(VENV)/bin/ablate run studies/quickstart.yaml
+	$(VENV)/bin/ablate report studies/quickstart.yaml
 
 bench: install
 	$(PY) bench/trainer_bench.py
+	$(PY) bench/report_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) .pytest_cache

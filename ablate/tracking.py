@@ -217,10 +217,10 @@ def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[
             row.update(status="MISSING", error=None, mlflow_run_id=None, attempts=0, history={})
         else:
             r = st["run"]
-            row.update(
-                status=r.info.status, error=r.data.tags.get("ablate.error"), mlflow_run_id=r.info.run_id,
-                attempts=st["attempts"], **r.data.metrics,
-            )
+            # Metrics never overwrite the cell's identity columns (an axis named like a metric).
+            row.update({k: v for k, v in r.data.metrics.items() if k not in row})
+            row.update(status=r.info.status, error=r.data.tags.get("ablate.error"), mlflow_run_id=r.info.run_id,
+                       attempts=st["attempts"])
             row["history"] = tracker.history(r.info.run_id) if history and r.info.status == "FINISHED" else {}
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -208,7 +208,7 @@ def train(
             "epoch_seconds": seconds,
             "train_tokens_per_second": tokens.item() / seconds if seconds > 0 else 0.0,
             "peak_memory_mb": _peak_memory_mb(device),
-            "lr": scheduler.get_last_lr()[0],
+            "train/lr": scheduler.get_last_lr()[0],
         })
         history.append(metrics)
         if on_epoch is not None:

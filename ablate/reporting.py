@@ -1,0 +1,23 @@
+"""`ablate report`: read a study's cells from MLflow, build the report, log it to the study's parent run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_report(place, out: Path | None = None) -> Path:
+    from ablate.report.page import build_report
+    from ablate.scheduler import plan
+    from ablate.tracking import Tracker, load_cells, read_predictions
+
+    study, cells = plan(place, read_mlflow=False)
+    tracker = Tracker(place.tracking_uri)
+    frame = load_cells(tracker, study.name, [(c.run_id, c.name, c.axes) for c in cells])
+    out = Path(out or Path("reports") / study.name)
+    page = build_report(study.name, study.description or "", frame, study.report, out,
+                        lambda run, split: read_predictions(tracker, run, split))
+    exp = tracker.experiment_id(study.name, create=False)
+    if exp is not None:
+        parent = tracker.parent_run(exp, study.name, study.description)
+        tracker.client.log_artifacts(parent, str(out), "report")
+    return page
