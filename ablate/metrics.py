@@ -1,8 +1,11 @@
 """Entity-level scoring as the official ROCLING scorer (conlleval) does it, per genre and macro.
 
-Entities are read by seqeval's `get_entities`, whose default mode is conlleval's: an `I-X`
-after `O` or another type opens a new entity. Counts, P/R/F1 and the per-type lines follow
-conlleval exactly; the ranking metric is the mean of the genre F1s (ROCLING 2023).
+Entities are chunked as conlleval (and seqeval's default mode) chunk them: an `I-X` after `O`
+or another type opens a new entity. The chunker is a direct port of conlleval's
+startOfChunk/endOfChunk (seqeval's own functions import scikit-learn, 1 s and a heavy
+dependency on every evaluation); tests/test_metrics.py checks it against seqeval tag for tag.
+Counts, P/R/F1 and the per-type lines follow conlleval exactly; the ranking metric is the
+mean of the genre F1s (ROCLING 2023).
 """
 
 from __future__ import annotations
@@ -61,9 +64,37 @@ def _prf(correct: int, found: int, phrases: int) -> tuple[float, float, float]:
     return p, r, f
 
 
-def _entities(seqs: list[list[str]]) -> set[tuple[int, str, int, int]]:
-    from seqeval.metrics.sequence_labeling import get_entities
+def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    return (
+        prev_tag in ("E", "S")
+        or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
+        or (prev_tag not in ("O", ".") and prev_type != type_)
+    )
 
+
+def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    return (
+        tag in ("B", "S")
+        or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
+        or (tag not in ("O", ".") and prev_type != type_)
+    )
+
+
+def get_entities(seq: list[str]) -> list[tuple[str, int, int]]:
+    """conlleval's chunks of one sentence as (type, first, last), like seqeval's `get_entities`."""
+    out: list[tuple[str, int, int]] = []
+    prev_tag, prev_type, begin = "O", "", 0
+    for i, chunk in enumerate([*seq, "O"]):
+        tag, type_ = chunk[0], chunk[1:].split("-", maxsplit=1)[-1] or "_"
+        if _end_of_chunk(prev_tag, tag, prev_type, type_):
+            out.append((prev_type, begin, i - 1))
+        if _start_of_chunk(prev_tag, tag, prev_type, type_):
+            begin = i
+        prev_tag, prev_type = tag, type_
+    return out
+
+
+def _entities(seqs: list[list[str]]) -> set[tuple[int, str, int, int]]:
     return {(k, t, s, e) for k, seq in enumerate(seqs) for t, s, e in get_entities(list(seq))}
 
 

@@ -135,8 +135,8 @@ def run_ablate(folder: str, labels: list[str], train: list, dev: list, spec: Ben
         padded += round(n / (1 - padding_fraction(train_split.windows, order)))
     seconds = sum(h["epoch_seconds"] for h in result.history)
     last = result.history[-1]  # equal epochs for all three: the last epoch, not ablate's best one
-    return _figures(real, padded, seconds, len(train_split.windows), last["dev/f1"], last["dev/macro_f1"],
-                    last["train/loss"])
+    loss = statistics.mean(h["train/loss"] for h in result.history)  # over all steps, as Trainer's training_loss
+    return _figures(real, padded, seconds, len(train_split.windows), last["dev/f1"], last["dev/macro_f1"], loss)
 
 
 # --- (b, c) transformers Trainer as run_ner.py ------------------------------------------------
@@ -199,6 +199,10 @@ def run_trainer(folder: str, labels: list[str], train: list, dev: list, spec: Be
                           processing_class=tokenizer, callbacks=[clock])
         out = trainer.train()
         real, cells = collator.real, collator.cells
+        # transformers >= 4.45 (PR #33514) also length-groups the *eval* sampler under group_by_length, and
+        # predict() hands rows back in that shuffled order: read dev back in file order, grouping off.
+        for key, value in _grouping(False).items():
+            setattr(trainer.args, key, value)
         logits = trainer.predict(dev_features).predictions  # (sentences, longest, labels), -100 padded
     pred = []
     for s, wids, row in zip(dev, dev_word_ids, np.asarray(logits).argmax(-1)):

@@ -53,3 +53,17 @@ def test_i_after_o_starts_an_entity_as_conlleval_does():
 def test_empty_predictions_score_zero_not_nan():
     s = score([["B-A", "O"]], [["O", "O"]])
     assert (s.precision, s.recall, s.f1) == (0.0, 0.0, 0.0)
+
+
+def test_chunker_equals_seqeval_tag_for_tag():
+    import random
+
+    from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
+
+    from ablate.metrics import get_entities
+
+    rng = random.Random(0)
+    tags = ["O", "B-A", "I-A", "B-B", "I-B", "E-A", "S-B", "I-C", "O"]
+    for _ in range(3000):
+        seq = [rng.choice(tags) for _ in range(rng.randint(0, 12))]
+        assert get_entities(seq) == seqeval_entities(seq), seq
