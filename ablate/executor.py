@@ -143,6 +143,10 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
 
     from transformers.utils import logging as hf_logging
 
+    import warnings
+
+    # peft calls a transformers method that transformers 5 deprecates: noise in every cell's log.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     hf_logging.set_verbosity_error()  # the per-load report (fresh head MISSING) is expected here
     hf_logging.disable_progress_bar()
     cache = _cache_root()
