@@ -116,7 +116,11 @@ def data_fetch(
 STUDY_ARG = typer.Argument(..., help="A study YAML, e.g. studies/quickstart.yaml.")
 SET_OPT = typer.Option(None, "--set", help="Override KEY=VALUE (dotted YAML path), e.g. --set train.epochs=2.")
 URI_OPT = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db).")
-STORAGE_OPT = typer.Option(None, "--storage", help="Queue storage: a journal file (default, beside the MLflow store) or postgresql://...")
+STORAGE_OPT = typer.Option(None, "--storage", help="Queue storage: postgresql://USER@HOST/DB (many machines), or a journal "
+                           "file path (default: beside the MLflow store; on a shared NFSv3+ filesystem for several machines).")
+HEARTBEAT_OPT = typer.Option(10.0, help="Seconds between a worker's heartbeats.")
+GRACE_OPT = typer.Option(60.0, help="Seconds without a heartbeat before a cell is re-queued.")
+ATTEMPTS_OPT = typer.Option(3, "--max-attempts", min=1, help="Trials per cell when workers are lost (kill -9, machine gone).")
 
 
 def _place(study: Path, overrides, tracking_uri, storage, **kw):
@@ -158,13 +162,18 @@ def run(
     storage: Optional[str] = STORAGE_OPT,
     workers: Optional[int] = typer.Option(None, min=1, help="Local workers (default: one per visible GPU, else 1)."),
     no_display: bool = typer.Option(False, "--no-display", help="Plain log lines instead of the live table."),
-    heartbeat: float = typer.Option(10.0, help="Seconds between a worker's heartbeats."),
-    grace: float = typer.Option(60.0, help="Seconds without a heartbeat before a cell is re-queued."),
+    heartbeat: float = HEARTBEAT_OPT,
+    grace: float = GRACE_OPT,
+    max_attempts: int = ATTEMPTS_OPT,
 ) -> None:
-    """Train every cell not yet FINISHED in MLflow; exit 0 only when every cell finished."""
+    """Plan, queue and train every cell not yet FINISHED in MLflow (a search: its trials); exit 0 only when all finished.
+
+    Local workers join the queue beside any `ablate worker` started elsewhere on the same --storage.
+    """
     from ablate.scheduler import run as run_study
 
-    place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace)
+    place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace,
+                   max_attempts=max_attempts)
     code = run_study(place, workers, display=not no_display and sys.stderr.isatty())
     raise typer.Exit(code)
 
@@ -176,21 +185,24 @@ def worker(
     tracking_uri: Optional[str] = URI_OPT,
     storage: Optional[str] = STORAGE_OPT,
     gpus: Optional[str] = typer.Option(None, help="GPU ids for this machine, e.g. 0,1: one worker per GPU."),
-    heartbeat: float = typer.Option(10.0),
-    grace: float = typer.Option(60.0),
+    heartbeat: float = HEARTBEAT_OPT,
+    grace: float = GRACE_OPT,
+    max_attempts: int = ATTEMPTS_OPT,
+    plan_first: bool = typer.Option(True, "--plan/--no-plan", help="Queue the cells MLflow has not finished before working."),
 ) -> None:
-    """Join a study's queue from any machine and work until nothing is waiting or running."""
+    """Join a study's queue from any machine and work until nothing is waiting or running (a search: until n_trials)."""
     from ablate.scheduler import work, work_on_gpus
 
-    place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace)
+    place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace,
+                   max_attempts=max_attempts)
     ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
     if len(ids) > 1:
-        raise typer.Exit(work_on_gpus(place, ids))
+        raise typer.Exit(work_on_gpus(place, ids, plan_first))
     if ids:
         import os
 
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[0]
-    counts = work(place, gpu=ids[0] if ids else "")
+    counts = work(place, gpu=ids[0] if ids else "", plan_first=plan_first)
     typer.echo(f"worker done: {counts}")
 
 
@@ -211,7 +223,9 @@ def status(
         return
     typer.echo(f"{st['study']}: {st['cells']} cells: " + ", ".join(f"{k} {v}" for k, v in st["counts"].items()))
     for h in st["running"]:
-        typer.echo(f"  running  {h['name']} ({h['run_id']}) on {h['worker']} attempt {h['attempt']}")
+        age = f", heartbeat {h['heartbeat_age_s']:.0f} s ago" if h.get("heartbeat_age_s") is not None else ""
+        typer.echo(f"  running  {h['name']} ({h['run_id']}) on host {h['host']} pid {h['pid']} gpu {h['gpu']}, "
+                   f"attempt {h['attempt']}{age}")
     for f in st["failed"]:
         typer.echo(f"  {f['status'].lower():<8} {f['name']} ({f['run_id']}): {f['error']}")
 

@@ -200,13 +200,16 @@ def fault_for(name: str, batch_size: int) -> str | None:
     return None
 
 
-def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path: str) -> None:
+def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path: str, trial_json: str | None = None) -> None:
     """A cell's process: run one cell, log it into its MLflow run, exit with a code the worker reads.
 
     Exit codes: 0 finished, 1 failed, 3 out of memory (the worker retries with half the batch),
-    130 interrupted (the MLflow run is marked KILLED).
+    4 pruned (a search trial stopped by its pruner: FINISHED in MLflow, tagged ablate.pruned),
+    130 interrupted (the MLflow run is marked KILLED). `trial_json` (search mode) names the Optuna
+    trial this cell reports its per-epoch selection metric to.
     """
     _die_with_parent()
+    from ablate.search import EXIT_PRUNED, Pruned, finish_pruned, trial_reporter
     from ablate.spec import RunSpec
     from ablate.tracking import Tracker
 
@@ -220,12 +223,23 @@ def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path:
         try:
             import torch
 
+            report = trial_reporter(trial_json) if trial_json else None
+
             def on_epoch(epoch: int, metrics: dict) -> None:
                 tracker.log_metrics(mlflow_run_id, metrics, step=epoch)
+                if report is not None:
+                    report(epoch, metrics)  # raises Pruned when the pruner stops this trial
 
             res = run_one(spec, Path(tmp), on_epoch, fault_for(name, spec.train.batch_size))
             tracker.finish_cell(mlflow_run_id, res.final, res.outputs, res.settings)
             result["value"] = res.final.get(spec.train.select_metric)
+        except Pruned as p:
+            try:
+                finish_pruned(tracker, mlflow_run_id, p)
+                code, result["value"] = EXIT_PRUNED, p.final.get(spec.train.select_metric)
+            except Exception as e:  # noqa: BLE001 - the store refused the pruned result: a failed cell
+                code, result["error"] = 1, f"{type(e).__name__}: {e}"
+                _safe(tracker.fail_cell, mlflow_run_id, traceback.format_exc())
         except KeyboardInterrupt:
             code, result["error"] = 130, "interrupted"
             _safe(tracker.fail_cell, mlflow_run_id, "interrupted (Ctrl-C or SIGTERM)", "KILLED")

@@ -5,6 +5,8 @@ in the journal and in RDB storages alike). On top we keep three things Optuna 5'
 JournalStorage lacks or that ablate needs: a heartbeat per claimed cell (a user attribute, so
 both storages behave the same), re-queueing a stale cell with its attempt count, and the
 exactly-once rule: of two live trials for one cell, only the lower-numbered one may run.
+A search study's trials live in a second Optuna study (`ablate:<study>:search`) with the same
+heartbeat and re-queueing; the sampler creates them instead of the planner.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from ablate.errors import UserError
 
 RUN_ID, ATTEMPT, HEARTBEAT, WORKER = "run_id", "ablate.attempt", "ablate.heartbeat", "ablate.worker"
 MLFLOW_RUN, PREVIOUS, NAME, ERROR = "ablate.mlflow_run_id", "ablate.previous_trials", "ablate.name", "ablate.error"
+CELL, ORIGIN, UNCOUNTED = "ablate.run_id", "ablate.origin", "ablate.uncounted"
+_CARRIED = (NAME, ORIGIN)  # user attributes a re-queued trial keeps
 
 
 def default_storage(tracking_uri: str, mlruns: Path) -> str:
@@ -35,20 +39,34 @@ def default_storage(tracking_uri: str, mlruns: Path) -> str:
 
 
 def open_storage(url: str):
-    """An Optuna storage: a SQLAlchemy URL (postgresql://, mysql://, sqlite://) or a journal file path."""
+    """An Optuna storage: a SQLAlchemy URL (postgresql://, mysql://, sqlite://) or a journal file path.
+
+    A journal file takes `JournalFileOpenLock` (an O_EXCL lock file; NFSv3 or later, also local
+    disks and Windows): the file may sit on a filesystem that several machines mount.
+    """
     import optuna
 
     try:
         if "://" in url:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        from optuna.storages.journal import JournalFileBackend
+            return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs={"pool_pre_ping": True})
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
+        return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
     except ImportError as e:
         raise UserError(f"queue storage {url}: missing driver ({e}); for PostgreSQL install psycopg2-binary") from None
     except Exception as e:  # SQLAlchemy OperationalError and friends: a database we cannot reach
         raise UserError(f"cannot open the queue storage {url}: {str(e).splitlines()[0]}") from None
+
+
+def _driver_url(url: str) -> str:
+    """`postgresql://` with the driver that is installed: SQLAlchemy 2.1 means psycopg 3 by it, ablate ships psycopg2."""
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 @dataclass(frozen=True)
@@ -69,19 +87,26 @@ class Worker:
     def here(cls, gpu: str = "") -> "Worker":
         return cls(socket.gethostname(), os.getpid(), gpu or os.environ.get("CUDA_VISIBLE_DEVICES", "") or "cpu")
 
+    @classmethod
+    def parse(cls, text: str) -> "Worker | None":
+        parts = (text or "").rsplit(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), parts[2])
+
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}:{self.gpu}"
 
 
 class CellQueue:
-    """One ablate study's queue in an Optuna storage."""
+    """One ablate study's queue in an Optuna storage: its cells (`kind="grid"`) or its search trials."""
 
-    def __init__(self, storage_url: str, study: str, max_attempts: int = 3):
+    def __init__(self, storage_url: str, study: str, max_attempts: int = 3, kind: str = "grid"):
         import optuna
 
         self.url = storage_url
         self.storage = open_storage(storage_url)
-        self.name = f"ablate:{study}"
+        self.name = f"ablate:{study}" + (":search" if kind == "search" else "")
         self.max_attempts = max_attempts
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(storage=self.storage, study_name=self.name, direction="maximize", load_if_exists=True)
@@ -91,8 +116,11 @@ class CellQueue:
     def trials(self, states=None):
         return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
 
-    def enqueue(self, cells: list[tuple[str, str]], finished: set[str]) -> int:
-        """Queue every (run_id, name) not finished in MLflow and not already waiting or running."""
+    def enqueue(self, cells: list[tuple[str, str]], finished: set[str], attempts: dict[str, int] | None = None) -> int:
+        """Queue every (run_id, name) not finished in MLflow and not already waiting or running.
+
+        `attempts`: run_id -> attempts MLflow holds already, so a retried cell's next run is numbered on.
+        """
         from optuna.trial import TrialState
 
         live = {_run_id(t) for t in self.trials((TrialState.WAITING, TrialState.RUNNING))}
@@ -100,12 +128,12 @@ class CellQueue:
         for run_id, name in cells:
             if run_id in finished or run_id in live:
                 continue
-            self._add(run_id, name, attempt=1, previous=[])
+            self._add({RUN_ID: run_id}, {NAME: name, ATTEMPT: (attempts or {}).get(run_id, 0) + 1, PREVIOUS: []})
             n += 1
         return n
 
-    def _add(self, run_id: str, name: str, attempt: int, previous: list[int]) -> None:
-        self.study.enqueue_trial({RUN_ID: run_id}, user_attrs={NAME: name, ATTEMPT: attempt, PREVIOUS: previous})
+    def _add(self, params: dict, user_attrs: dict) -> None:
+        self.study.enqueue_trial(params, user_attrs=user_attrs)
 
     # ---- working ----------------------------------------------------------------------------
     def claim(self, worker: Worker) -> Claim | None:
@@ -120,8 +148,7 @@ class CellQueue:
                 continue
             if not won:
                 continue
-            self.storage.set_trial_user_attr(t._trial_id, WORKER, str(worker))
-            self.beat(t._trial_id)
+            self.hold(t._trial_id, worker)
             claim = Claim(t._trial_id, t.number, _run_id(t), int(t.user_attrs.get(ATTEMPT, 1)))
             if self._blocked(claim):
                 self.skip(claim.trial_id, "duplicate: a lower-numbered trial holds this cell")
@@ -129,9 +156,16 @@ class CellQueue:
             return claim
         return None
 
+    def hold(self, trial_id: int, worker: Worker) -> None:
+        """Say who runs a trial just taken (claimed, or asked of the sampler) and beat once."""
+        self.storage.set_trial_user_attr(trial_id, WORKER, str(worker))
+        self.beat(trial_id)
+
     def _blocked(self, claim: Claim) -> bool:
         from optuna.trial import TrialState
 
+        # Run ids are written when a trial is created (enqueue_trial), so a claimer always sees
+        # every lower-numbered copy of its cell: the lowest live copy wins, whoever reads first.
         return any(
             _run_id(t) == claim.run_id and t.number < claim.number
             for t in self.trials((TrialState.WAITING, TrialState.RUNNING))
@@ -145,6 +179,11 @@ class CellQueue:
 
     def note(self, trial_id: int, key: str, value) -> None:
         self.storage.set_trial_user_attr(trial_id, key, value)
+
+    def started(self, trial_id: int, mlflow_run_id: str, attempt: int) -> None:
+        """A run of this trial's cell began in MLflow (its attempt number moves on with out-of-memory retries)."""
+        self.note(trial_id, MLFLOW_RUN, mlflow_run_id)
+        self.note(trial_id, ATTEMPT, attempt)
 
     def finish(self, trial_id: int, value: float | None, error: str | None = None) -> None:
         """COMPLETE with the selection metric, or FAIL with the error (kept as a user attribute)."""
@@ -162,15 +201,22 @@ class CellQueue:
 
     def skip(self, trial_id: int, reason: str) -> None:
         """PRUNED: this trial did not run its cell (a duplicate, or the cell had finished already)."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        self.storage.set_trial_user_attr(trial_id, ERROR, reason)
-        self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
+        try:
+            self.storage.set_trial_user_attr(trial_id, ERROR, reason)
+            self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
+        except UpdateFinishedTrialError:
+            pass
 
     def reap_stale(self, grace: float) -> list[tuple[str, str | None]]:
-        """Fail cells whose worker stopped beating; re-queue them while attempts remain.
+        """Fail trials whose worker stopped beating; re-queue them while attempts remain.
 
-        Returns (run_id, mlflow_run_id) of each reaped cell so the caller can mark MLflow KILLED.
+        A trial that never beat counts from its start. The re-queued copy keeps the fixed (grid) or
+        sampled (search) parameters, its name and origin, with attempt + 1 and the lost trial in
+        `ablate.previous_trials`; the lost trial is then marked uncounted (a search counts the copy).
+        Returns (run_id, mlflow_run_id) of each reaped trial so the caller can mark MLflow KILLED.
         """
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
@@ -178,16 +224,22 @@ class CellQueue:
         now, reaped = time.time(), []
         for t in self.trials((TrialState.RUNNING,)):
             beat = t.user_attrs.get(HEARTBEAT)
-            if beat is None or now - float(beat) <= grace:
+            last = float(beat) if beat is not None else (t.datetime_start.timestamp() if t.datetime_start else now)
+            if now - last <= grace:
                 continue
+            previous = list(t.user_attrs.get(PREVIOUS, [])) + [t.number]
+            again = len(previous) < self.max_attempts
             try:
-                self.storage.set_trial_user_attr(t._trial_id, ERROR, f"worker {t.user_attrs.get(WORKER)} lost: no heartbeat for {now - float(beat):.0f} s")
+                self.storage.set_trial_user_attr(t._trial_id, ERROR, f"worker {t.user_attrs.get(WORKER)} lost: no heartbeat for {now - last:.0f} s")
+                if again:
+                    self.storage.set_trial_user_attr(t._trial_id, UNCOUNTED, "lost; re-queued")
                 self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except UpdateFinishedTrialError:
-                continue
-            attempt = int(t.user_attrs.get(ATTEMPT, 1))
-            if attempt < self.max_attempts:
-                self._add(_run_id(t), t.user_attrs.get(NAME, ""), attempt + 1, list(t.user_attrs.get(PREVIOUS, [])) + [t.number])
+                continue  # another worker reaped it first (and re-queued it)
+            if again:
+                params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+                carried = {k: t.user_attrs[k] for k in _CARRIED if k in t.user_attrs}
+                self._add(params, {**carried, ATTEMPT: int(t.user_attrs.get(ATTEMPT, 1)) + 1, PREVIOUS: previous})
             reaped.append((_run_id(t), t.user_attrs.get(MLFLOW_RUN)))
         return reaped
 
@@ -197,14 +249,18 @@ class CellQueue:
         return dict(Counter(t.state.name for t in self.trials()))
 
     def holders(self) -> list[dict]:
-        """Who (host:pid:gpu) holds which cell right now."""
+        """Who (host, pid, GPU) holds which cell right now, with its attempt and heartbeat age."""
         from optuna.trial import TrialState
 
-        return [
-            {"run_id": _run_id(t), "name": t.user_attrs.get(NAME), "worker": t.user_attrs.get(WORKER),
-             "attempt": t.user_attrs.get(ATTEMPT, 1), "heartbeat": t.user_attrs.get(HEARTBEAT)}
-            for t in self.trials((TrialState.RUNNING,))
-        ]
+        now, out = time.time(), []
+        for t in self.trials((TrialState.RUNNING,)):
+            w = Worker.parse(t.user_attrs.get(WORKER, ""))
+            beat = t.user_attrs.get(HEARTBEAT)
+            out.append({"run_id": _run_id(t), "name": t.user_attrs.get(NAME), "trial": t.number,
+                        "worker": t.user_attrs.get(WORKER), "host": w.host if w else None, "pid": w.pid if w else None,
+                        "gpu": w.gpu if w else None, "attempt": t.user_attrs.get(ATTEMPT, 1),
+                        "heartbeat_age_s": round(now - float(beat), 1) if beat is not None else None})
+        return out
 
     def pending(self) -> int:
         from optuna.trial import TrialState
@@ -213,7 +269,7 @@ class CellQueue:
 
 
 def _run_id(t) -> str:
-    return t.system_attrs.get("fixed_params", {}).get(RUN_ID) or t.params.get(RUN_ID, "")
+    return t.system_attrs.get("fixed_params", {}).get(RUN_ID) or t.params.get(RUN_ID) or t.user_attrs.get(CELL, "")
 
 
 class _Heartbeat:

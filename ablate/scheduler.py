@@ -1,8 +1,9 @@
 """Plan a study against MLflow, queue its cells, and work the queue: one fresh process per cell.
 
-`plan` says which cells are done; `work` is one worker's loop (claim, heartbeat, run the cell
-in a process forked from a pre-loaded fork server, retry out-of-memory with half the batch);
-`run` starts local workers, shows live progress and returns the exit code.
+`plan` says which cells are done (a search study's cells are its trials so far); `work` is one
+worker's loop (plan, claim, heartbeat, run the cell in a process forked from a pre-loaded fork
+server, retry out-of-memory with half the batch; search studies: `search.work_search`); `run`
+plans, starts local workers, shows live progress and returns the exit code.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def resolve_place(study_path: Path, overrides: list[str], tracking_uri: str | No
     return Place(Path(study_path), tuple(overrides), uri, storage or default_storage(uri, Path.cwd() / "mlruns"), **kw)
 
 
-def load_cells(place: Place):
+def load_cells(place: Place, study=None):
     """The study, its RunSpecs by run_id (grid order), and their readable names."""
     from ablate.grid import expand, run_id, run_name, file_hashes
     from ablate.spec import load_study
 
-    study = load_study(place.study_path, list(place.overrides))
+    study = study or load_study(place.study_path, list(place.overrides))
     runs = expand(study)
     hashes = file_hashes(study.data.resolved_files())
     specs = {}
@@ -71,21 +72,45 @@ def load_cells(place: Place):
 
 
 def plan(place: Place, read_mlflow: bool = True) -> tuple[object, list[Cell]]:
-    """Every cell with its status in MLflow: FINISHED, FAILED, KILLED, RUNNING, or PENDING."""
-    study, specs, names = load_cells(place)
+    """Every cell with its status in MLflow: FINISHED, FAILED, KILLED, RUNNING, or PENDING.
+
+    A search study's cells are the trials MLflow holds so far (read even when `read_mlflow` is
+    False, since nothing else lists them; their status is then left PENDING).
+    """
+    from ablate.spec import load_study
+
+    study = load_study(place.study_path, list(place.overrides))
+    if study.search is not None:
+        from ablate.search import trial_cells
+        from ablate.tracking import Tracker
+
+        tracker = Tracker(place.tracking_uri)
+        cells = [Cell(rid, name, axes) for rid, name, axes in trial_cells(tracker, study)]
+        return study, _with_status(cells, tracker, study.name) if read_mlflow else cells
+    study, specs, names = load_cells(place, study)
     cells = [Cell(rid, names[rid], dict(spec.axes)) for rid, spec in specs.items()]
     if read_mlflow:
         from ablate.tracking import Tracker
 
-        tracker = Tracker(place.tracking_uri)
-        status = tracker.cell_status(tracker.experiment_id(study.name, create=False))
-        for c in cells:
-            st = status.get(c.run_id)
-            if st:
-                r = st["run"]
-                c.status, c.attempts, c.metrics = r.info.status, st["attempts"], dict(r.data.metrics)
-                c.error = r.data.tags.get("ablate.error")
+        cells = _with_status(cells, Tracker(place.tracking_uri), study.name)
     return study, cells
+
+
+def _with_status(cells: list[Cell], tracker, study_name: str) -> list[Cell]:
+    status = tracker.cell_status(tracker.experiment_id(study_name, create=False))
+    for c in cells:
+        st = status.get(c.run_id)
+        if st:
+            r = st["run"]
+            c.status, c.attempts, c.metrics = r.info.status, st["attempts"], dict(r.data.metrics)
+            c.error = r.data.tags.get("ablate.error")
+    return cells
+
+
+def enqueue(queue, cells: list[Cell]) -> int:
+    """Queue the cells MLflow has not FINISHED (numbering each retry's attempt after MLflow's runs)."""
+    done = {c.run_id for c in cells if c.status == "FINISHED"}
+    return queue.enqueue([(c.run_id, c.name) for c in cells], done, {c.run_id: c.attempts for c in cells})
 
 
 # ---- one worker ---------------------------------------------------------------------------------
@@ -93,22 +118,29 @@ def plan(place: Place, read_mlflow: bool = True) -> tuple[object, list[Cell]]:
 
 def _mark_lost(tracker, reaped) -> None:
     for _, mlflow_id in reaped:
-        if mlflow_id:
-            try:
+        if not mlflow_id:
+            continue
+        try:  # a cell that reached FINISHED before its worker died keeps its result
+            if tracker.client.get_run(mlflow_id).info.status == "RUNNING":
                 tracker.fail_cell(mlflow_id, "the worker running this cell stopped (no heartbeat); the cell was re-queued", "KILLED")
-            except Exception:
-                pass
+        except Exception:
+            pass
 
 
-def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print) -> dict:
-    """Claim and run cells until the queue has nothing waiting or running. Returns counts."""
+def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan_first: bool = True) -> dict:
+    """Claim and run cells until the queue has nothing waiting or running. Returns counts.
+
+    `plan_first`: queue the cells MLflow has not finished (what `ablate run` does), so a worker
+    started anywhere, in any order, joins the study; concurrent planners may queue a cell twice,
+    and the claim rule runs only the lower-numbered copy.
+    """
     import multiprocessing as mp
 
-    from ablate.queue import MLFLOW_RUN, CellQueue, Worker
+    from ablate.queue import CellQueue, Worker
+    from ablate.spec import load_study
     from ablate.tracking import Tracker
 
-    study, specs, names = load_cells(place)
-    queue = CellQueue(place.storage, study.name, place.max_attempts)
+    study = load_study(place.study_path, list(place.overrides))
     tracker = Tracker(place.tracking_uri)
     exp = tracker.experiment_id(study.name)
     parent = tracker.parent_run(exp, study.name, study.description)
@@ -117,6 +149,15 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print) -> d
     # Cells fork from a server that has imported torch/transformers/peft once: a fresh process
     # per cell (no memory carried over) without paying ~8 s of imports each time.
     ctx.set_forkserver_preload(PRELOAD)
+    if study.search is not None:
+        from ablate.search import work_search
+
+        return work_search(place, study, worker, ctx, tracker, exp, parent, log, poll_seconds)
+    study, specs, names = load_cells(place, study)
+    queue = CellQueue(place.storage, study.name, place.max_attempts)
+    if plan_first:
+        cells = _with_status([Cell(rid, names[rid], dict(s.axes)) for rid, s in specs.items()], tracker, study.name)
+        enqueue(queue, cells)
     counts = {"finished": 0, "failed": 0, "skipped": 0}
     while True:
         _mark_lost(tracker, queue.reap_stale(place.grace_seconds))
@@ -136,29 +177,34 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print) -> d
             counts["skipped"] += 1
             continue
         with queue.heartbeat_thread(claim.trial_id, place.heartbeat_seconds):
-            value, error = _run_with_oom_retries(ctx, place, tracker, exp, parent, study.name, claim, spec, names[claim.run_id],
-                                                 lambda mid: queue.note(claim.trial_id, MLFLOW_RUN, mid), worker, log)
+            _, value, error = _run_with_oom_retries(ctx, place, tracker, exp, parent, study.name, claim, spec, names[claim.run_id],
+                                                    lambda mid, attempt: queue.started(claim.trial_id, mid, attempt), worker, log)
         queue.finish(claim.trial_id, value, error)
         counts["failed" if error else "finished"] += 1
 
 
-def _run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, claim, spec, name, on_start, worker, log):
-    from ablate.spec import RunSpec
+def _run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, claim, spec, name, on_start, worker, log,
+                          tags: dict | None = None, trial_json: str | None = None) -> tuple[str, float | None, str | None]:
+    """Run a claimed cell, halving the batch on out-of-memory. Returns (finished|pruned|failed, value, error)."""
+    from ablate.search import EXIT_PRUNED
 
     batch, accum = spec.train.batch_size, spec.train.grad_accum
     for retry in range(place.max_oom_retries + 1):
         ran = spec if retry == 0 else _with_batch(spec, batch, accum)
         attempt = claim.attempt + retry
-        extra = {"ablate.worker": str(worker), "ablate.trial": str(claim.number)}
+        extra = {"ablate.worker": str(worker), "ablate.trial": str(claim.number), **(tags or {})}
         if retry:
             extra["ablate.oom_retry"] = str(retry)
         mid = tracker.start_cell(exp, parent, study_name, claim.run_id, name, spec.flat_params(), attempt, extra)
-        on_start(mid)
+        on_start(mid, attempt)
         log(f"[{worker}] {name} ({claim.run_id}) attempt {attempt}: running")
-        code, value, error = _run_cell_process(ctx, ran, place.tracking_uri, mid)
+        code, value, error = _run_cell_process(ctx, ran, place.tracking_uri, mid, trial_json)
         if code == EXIT_OK:
             log(f"[{worker}] {name}: FINISHED ({value:.4f})")
-            return value, None
+            return "finished", value, None
+        if code == EXIT_PRUNED:
+            log(f"[{worker}] {name}: pruned ({value if value is not None else float('nan'):.4f})")
+            return "pruned", value, None
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
         if code == EXIT_OOM and batch > 1:
@@ -166,8 +212,8 @@ def _run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, claim, s
             log(f"[{worker}] {name}: out of memory; retrying with batch {batch} x accumulation {accum}")
             continue
         log(f"[{worker}] {name}: FAILED: {error}")
-        return None, error
-    return None, error
+        return "failed", None, error
+    return "failed", None, error
 
 
 def _with_batch(spec, batch: int, accum: int):
@@ -178,12 +224,12 @@ def _with_batch(spec, batch: int, accum: int):
     return RunSpec.model_validate(data)
 
 
-def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str) -> tuple[int, float | None, str | None]:
+def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str, trial_json: str | None = None) -> tuple[int, float | None, str | None]:
     from ablate.executor import run_cell
 
     with tempfile.TemporaryDirectory(prefix="ablate-cell-") as tmp:
         result_path = Path(tmp) / "result.json"
-        proc = ctx.Process(target=run_cell, args=(spec.model_dump_json(), tracking_uri, mlflow_run_id, str(result_path)))
+        proc = ctx.Process(target=run_cell, args=(spec.model_dump_json(), tracking_uri, mlflow_run_id, str(result_path), trial_json))
         proc.start()
         try:
             proc.join()
@@ -219,8 +265,10 @@ def visible_gpus() -> list[str]:
 
 
 def worker_command(place: Place, gpu: str) -> list[str]:
+    """A local worker for a study its caller has planned already (--no-plan)."""
     cmd = [sys.executable, "-m", "ablate.cli", "worker", str(place.study_path), "--tracking-uri", place.tracking_uri,
-           "--storage", place.storage, "--heartbeat", str(place.heartbeat_seconds), "--grace", str(place.grace_seconds)]
+           "--storage", place.storage, "--heartbeat", str(place.heartbeat_seconds), "--grace", str(place.grace_seconds),
+           "--max-attempts", str(place.max_attempts), "--no-plan"]
     for o in place.overrides:
         cmd += ["--set", o]
     if gpu:
@@ -235,12 +283,16 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
 
     study, cells = plan(place)
     done = {c.run_id for c in cells if c.status == "FINISHED"}
-    queue = CellQueue(place.storage, study.name, place.max_attempts)
-    queued = queue.enqueue([(c.run_id, c.name) for c in cells], done)
+    log = console.print if console else print
+    if study.search is None:
+        queued = enqueue(CellQueue(place.storage, study.name, place.max_attempts), cells)
+        log(f"{study.name}: {len(cells)} cells, {len(done)} finished, {queued} queued; MLflow {place.tracking_uri}; queue {place.storage}")
+    else:
+        CellQueue(place.storage, study.name, place.max_attempts, kind="search")  # created once, before the workers race to
+        log(f"{study.name}: search of {study.search.n_trials} trials ({study.search.sampler}, pruner {study.search.pruner}), "
+            f"{len(done)} finished so far; MLflow {place.tracking_uri}; queue {place.storage}")
     tracker = Tracker(place.tracking_uri)
     tracker.parent_run(tracker.experiment_id(study.name), study.name, study.description)
-    log = console.print if console else print
-    log(f"{study.name}: {len(cells)} cells, {len(done)} finished, {queued} queued; MLflow {place.tracking_uri}; queue {place.storage}")
     gpus = visible_gpus()
     n = workers or max(1, len(gpus))
     procs = []
@@ -250,7 +302,7 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
         procs.append(subprocess.Popen(worker_command(place, gpu), env=env))
     interrupted = False
     try:
-        if display:
+        if display and study.search is None:  # a search's cells appear as it samples them: the workers' log lines say more
             from ablate.progress import watch
 
             watch(place, study.name, [c.run_id for c in cells], procs, console)
@@ -276,11 +328,16 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
             log(f"  {c.status:<8} {c.name} ({c.run_id}): {c.error or ''}")
     if interrupted:
         return EXIT_INTERRUPTED
-    return 0 if by.get("FINISHED", 0) == len(final) else 1
+    return 0 if final and by.get("FINISHED", 0) == len(final) else 1
 
 
-def work_on_gpus(place: Place, gpus: list[str]) -> int:
-    """One worker process per GPU on this machine, each seeing only its own GPU."""
+def work_on_gpus(place: Place, gpus: list[str], plan_first: bool = True) -> int:
+    """One worker process per GPU on this machine, each seeing only its own GPU (planned once, here)."""
+    from ablate.queue import CellQueue
+
+    study, cells = plan(place)
+    if plan_first and study.search is None:
+        enqueue(CellQueue(place.storage, study.name, place.max_attempts), cells)
     procs = [subprocess.Popen(worker_command(place, g), env={**os.environ, "CUDA_VISIBLE_DEVICES": g}) for g in gpus]
     try:
         return max(p.wait() for p in procs)
@@ -302,7 +359,7 @@ def study_status(place: Place) -> dict:
         counts[c.status] = counts.get(c.status, 0) + 1
     holders = []
     if Path(place.storage).exists() or "://" in place.storage:
-        holders = CellQueue(place.storage, study.name).holders()
+        holders = CellQueue(place.storage, study.name, kind="grid" if study.search is None else "search").holders()
     return {
         "study": study.name,
         "cells": len(cells),

@@ -180,6 +180,63 @@ class DataSpec(BaseModel):
         return self
 
 
+class SpaceDim(BaseModel):
+    """One searched axis: a range (`low`, `high`, optional `log` or `step`) or a list of `choices`."""
+
+    model_config = _FROZEN
+    low: Any = None
+    high: Any = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "SpaceDim":
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if ranged or self.log or self.step is not None:
+                raise ValueError("give either `choices` or a range (`low`, `high`, `log`, `step`), not both")
+            if not self.choices:
+                raise ValueError("empty `choices`; give at least one value")
+        elif self.low is None or self.high is None:
+            raise ValueError("give `low` and `high` (a range) or `choices` (a list)")
+        if self.log and self.step is not None:
+            raise ValueError("`log` and `step` cannot be combined (Optuna samples one or the other)")
+        return self
+
+
+class SearchSpec(BaseModel):
+    """Search mode: Optuna samples `n_trials` cells from `space`; the objective is `train.select_metric`.
+
+    `startup_trials` are sampled at random before TPE models the space, and run before the median
+    pruner stops anything; `warmup_epochs` are never pruned (hyperband: its minimum resource).
+    """
+
+    model_config = _FROZEN
+    sampler: Literal["tpe", "random"] = "tpe"
+    n_trials: int = Field(ge=1)
+    seed: int = 0
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    startup_trials: int = Field(5, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    space: dict[str, SpaceDim] = Field(min_length=1)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _axes(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        problems = []
+        for axis, dim in raw.items():
+            if str(axis) not in _AXES:
+                problems.append((("search", "space", str(axis)), f"unknown axis{_suggest(str(axis), _AXES)} (axes: {', '.join(_AXES)})"))
+            elif isinstance(dim, dict):
+                problems += _check_dim(str(axis), dim)
+        if problems:
+            raise _Problems(problems)
+        return raw
+
+
 class StudySpec(BaseModel):
     """A whole study: data, named backbones, the grid of axes, fixed train settings, the report."""
 
@@ -189,7 +246,9 @@ class StudySpec(BaseModel):
     data: DataSpec
     backbones: dict[str, BackboneSpec] = Field(min_length=1)
     train: TrainSpec = TrainSpec()
-    # axis -> values in file order; backbone/finetune/loss always present (validate_default fills them)
+    search: SearchSpec | None = None  # search mode: Optuna samples the cells (validated before the grid)
+    # axis -> values in file order; backbone/finetune/loss always present (validate_default fills them),
+    # except in a search study where the space varies them
     grid: dict[str, list[Any]] = Field(default_factory=dict, validate_default=True)
     report: ReportSpec = ReportSpec()
 
@@ -207,7 +266,8 @@ class StudySpec(BaseModel):
             return raw  # pydantic reports the type
         # Backbone names come from load_study's context when the backbones table itself failed validation.
         names = info.data.get("backbones") or (info.context or {}).get("backbones")
-        grid, problems = _check_grid(raw, names)
+        searched = _searched(info.data.get("search"), (info.context or {}).get("search"))
+        grid, problems = _check_grid(raw, names, searched)
         if problems:
             raise _Problems(problems)
         return grid
@@ -325,7 +385,7 @@ def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
 
     try:
         names = list(raw["backbones"]) if isinstance(raw.get("backbones"), dict) else None
-        spec = StudySpec.model_validate(raw, context={"backbones": names})
+        spec = StudySpec.model_validate(raw, context={"backbones": names, "search": raw.get("search")})
     except ValidationError as e:
         spec, problems = None, problems + _pydantic_problems(e)
     if problems:
@@ -355,8 +415,14 @@ _CELL_TYPES = {"finetune": Finetune, "loss": Loss}
 _ABSENT = object()
 
 
-def _check_grid(raw: dict, backbones: dict | list | None) -> tuple[dict, list[tuple[Loc, str]]]:
-    """Coerce and check every axis value; fill default axes; reject invalid combinations."""
+def _check_grid(raw: dict, backbones: dict | list | None, searched: dict | None = None) -> tuple[dict, list[tuple[Loc, str]]]:
+    """Coerce and check every axis value; fill default axes; reject invalid combinations.
+
+    `searched`: axis -> its choices (None for a range) of a search study's space: such an axis is
+    not filled with a default, and its choices count as values for the lora./focal. checks.
+    """
+    search_study = searched is not None
+    searched = searched or {}
     problems: list[tuple[Loc, str]] = []
     grid: dict[str, list] = {}
     for axis, values in raw.items():
@@ -381,19 +447,104 @@ def _check_grid(raw: dict, backbones: dict | list | None) -> tuple[dict, list[tu
             else:
                 seen[key] = i
                 grid[axis].append(value)
-    if "backbone" not in raw and backbones:
+    if "backbone" not in raw and backbones and "backbone" not in searched:
         if len(backbones) == 1:
             grid["backbone"] = list(backbones)
         else:
             problems.append((("grid", "backbone"), f"required when several backbones are defined ({', '.join(backbones)})"))
-    grid.setdefault("finetune", ["full"])
-    grid.setdefault("loss", ["ce"])
+    for axis, default in (("finetune", "full"), ("loss", "ce")):
+        if axis not in searched:
+            grid.setdefault(axis, [default])
     for prefix, axis, needed in (("lora.", "finetune", "lora"), ("focal.", "loss", "focal")):
-        for name in grid:
-            if name.startswith(prefix) and needed not in grid[axis]:
-                problems.append((("grid", name), f"varies {prefix[:-1]} settings but grid.{axis} has no {needed}: "
-                                 f"[{', '.join(map(str, grid[axis]))}]"))
+        values = grid.get(axis) or list(searched.get(axis) or [])
+        for loc, name in [(("grid", n), n) for n in grid] + [(("search", "space", n), n) for n in searched]:
+            if name.startswith(prefix) and needed not in values:
+                where = f"search.space.{axis}" if axis in searched else f"grid.{axis}"
+                problems.append((loc, f"varies {prefix[:-1]} settings but {where} has no {needed}: "
+                                 f"[{', '.join(map(str, values))}]"))
+    if search_study:  # a search varies only its space: every grid axis is one fixed value, no axis in both
+        problems += [(("grid", a), f"a search study takes one value per grid axis (search.space varies the rest); "
+                      f"got {len(v)}: move {a} to search.space or keep one value") for a, v in grid.items() if len(v) > 1]
+        problems += [(("search", "space", a), f"also a grid axis (grid.{a}); set it in one place") for a in searched if a in raw]
+        for i, b in enumerate(searched.get("backbone") or []):
+            if backbones is not None and b not in backbones:
+                problems.append((("search", "space", "backbone", "choices", i),
+                                 f"unknown backbone {b!r}{_suggest(str(b), list(backbones))} (defined: {', '.join(backbones)})"))
     return grid, problems
+
+
+def _searched(search: Any, raw: Any) -> dict[str, list | None] | None:
+    """Axis -> choices (None for a range) of the search space, from the validated spec or the raw YAML.
+
+    None when the study has no `search:` block.
+    """
+    if isinstance(search, SearchSpec):
+        return {a: d.choices for a, d in search.space.items()}
+    if raw is None:
+        return None
+    space = raw.get("space") if isinstance(raw, dict) else None
+    if not isinstance(space, dict):
+        return {}
+    return {str(a): d.get("choices") if isinstance(d, dict) and isinstance(d.get("choices"), list) else None
+            for a, d in space.items()}
+
+
+def axis_kind(axis: str) -> Literal["int", "float", "choice"]:
+    """How a search samples an axis: an integer or float range, or only from a list of choices."""
+    if axis in CELL_AXES:
+        return "choice"
+    t: Any = TrainSpec
+    for part in axis.split("."):
+        t = _step(t, part)
+    kinds = {b for b in _branches(t)}
+    if kinds == {int}:
+        return "int"
+    if kinds == {float}:
+        return "float"
+    return "choice"
+
+
+def _check_dim(axis: str, dim: dict) -> list[tuple[Loc, str]]:
+    """A searched axis's bounds or choices, each validated as a value of that axis."""
+    loc = ("search", "space", axis)
+    problems = []
+    kind = axis_kind(axis)
+    if kind == "choice" and ("low" in dim or "high" in dim):
+        problems.append((loc, f"{axis} is not numeric: give `choices`, e.g. {axis}: {{choices: [...]}}"))
+    for key in ("low", "high"):
+        if dim.get(key) is not None and kind != "choice":
+            value, msg = _axis_value(axis, dim[key], None)
+            if msg is None and kind == "int" and not isinstance(dim[key], int):
+                msg = f"not an integer: {dim[key]!r}"
+            if msg:
+                problems.append(((*loc, key), msg))
+            else:
+                dim[key] = value
+    low, high = dim.get("low"), dim.get("high")
+    if not problems and isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        if low >= high:
+            problems.append((loc, f"low ({low}) must be below high ({high})"))
+        elif dim.get("log") and low <= 0:
+            problems.append(((*loc, "low"), f"a log range needs low > 0, got {low}"))
+        elif dim.get("log") and kind == "int" and dim.get("step") not in (None, 1):
+            problems.append(((*loc, "step"), "an integer log range takes no step"))
+    choices = dim.get("choices")
+    if isinstance(choices, list):
+        seen: dict[str, int] = {}
+        for i, v in enumerate(choices):
+            if v is not None and not isinstance(v, (bool, int, float, str)):
+                problems.append(((*loc, "choices", i), f"choices must be plain values (number, string, bool), got {v!r}"))
+                continue
+            value, msg = _axis_value(axis, v, None)  # backbone names: checked by StudySpec
+            key = json.dumps(value, sort_keys=True, default=str)
+            if msg is None and key in seen:
+                msg = f"duplicate choice {v!r} (same as choices[{seen[key]}])"
+            if msg:
+                problems.append(((*loc, "choices", i), msg))
+            else:
+                seen[key] = i
+                choices[i] = value
+    return problems
 
 
 def _axis_value(axis: str, v: Any, backbones: dict | None) -> tuple[Any, str | None]:
@@ -419,17 +570,20 @@ def _axis_value(axis: str, v: Any, backbones: dict | None) -> tuple[Any, str | N
 
 
 def _fixed_and_varied(raw: dict) -> list[tuple[Loc, str]]:
-    """A train setting written both as fixed and as an axis: the axis would silently win, so say so."""
-    train, grid = raw.get("train"), raw.get("grid")
-    if not isinstance(train, dict) or not isinstance(grid, dict):
+    """A train setting written both as fixed and as an axis (or searched): the axis would silently win, so say so."""
+    train, grid, search = raw.get("train"), raw.get("grid"), raw.get("search")
+    space = search.get("space") if isinstance(search, dict) else None
+    if not isinstance(train, dict):
         return []
     problems = []
-    for axis in map(str, grid):
-        node: Any = train
-        for part in axis.split("."):
-            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
-        if node is not _ABSENT and axis not in CELL_AXES:
-            problems.append((("train", *axis.split(".")), f"also an axis (grid.{axis}); set it in one place"))
+    for where, axes in (("grid", grid), ("search.space", space)):
+        for axis in map(str, axes if isinstance(axes, dict) else ()):
+            node: Any = train
+            for part in axis.split("."):
+                node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+            if node is not _ABSENT and axis not in CELL_AXES:
+                what = "an axis" if where == "grid" else "searched"
+                problems.append((("train", *axis.split(".")), f"also {what} ({where}.{axis}); set it in one place"))
     return problems
 
 

@@ -66,6 +66,7 @@ class Tracker:
 
         from mlflow.tracking import MlflowClient
 
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for name in ("mlflow", "alembic"):  # schema-migration chatter on first use of a store
             logging.getLogger(name).setLevel(logging.WARNING)
         store = local_store_dir(tracking_uri)
