@@ -200,15 +200,17 @@ def fault_for(name: str, batch_size: int) -> str | None:
     return None
 
 
-def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path: str, trial_json: str | None = None) -> None:
+def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path: str, trial_json: str | None = None,
+             worker_pid: int | None = None) -> None:
     """A cell's process: run one cell, log it into its MLflow run, exit with a code the worker reads.
 
     Exit codes: 0 finished, 1 failed, 3 out of memory (the worker retries with half the batch),
     4 pruned (a search trial stopped by its pruner: FINISHED in MLflow, tagged ablate.pruned),
     130 interrupted (the MLflow run is marked KILLED). `trial_json` (search mode) names the Optuna
-    trial this cell reports its per-epoch selection metric to.
+    trial this cell reports its per-epoch selection metric to. `worker_pid`: the worker whose death
+    ends this cell at once (kill -9 of a worker must not leave its cell training on).
     """
-    _die_with_parent()
+    _die_with_parent(worker_pid)
     from ablate.search import EXIT_PRUNED, Pruned, finish_pruned, trial_reporter
     from ablate.spec import RunSpec
     from ablate.tracking import Tracker
@@ -260,8 +262,14 @@ def _safe(fn, *args) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """Linux: die with the worker (PR_SET_PDEATHSIG), so a killed worker leaves no orphan cell behind."""
+def _die_with_parent(worker_pid: int | None = None) -> None:
+    """Die with the worker, so a killed worker leaves no orphan cell behind to finish a re-queued cell twice.
+
+    PR_SET_PDEATHSIG (Linux) covers a cell whose parent is the worker. A cell forked from the
+    worker's fork server has the fork server as parent, and the fork server outlives the worker
+    while any cell it forked is alive (each holds its "alive" pipe), so the cell also watches the
+    worker itself: a pidfd (Linux >= 5.3) wakes a thread the moment the worker exits, else polling.
+    """
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -269,3 +277,29 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
         except OSError:
             pass
+    if worker_pid is None or worker_pid == os.getppid():
+        return
+    import select
+    import threading
+    import time
+
+    try:
+        fd = os.pidfd_open(worker_pid)
+    except (AttributeError, OSError):  # not Linux, an old kernel, or the worker is gone already
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                try:
+                    os.kill(worker_pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-worker", daemon=True).start()

@@ -111,6 +111,8 @@ class CellQueue:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(storage=self.storage, study_name=self.name, direction="maximize", load_if_exists=True)
         self.study_id = self.study._study_id
+        self._todo: list = []  # waiting trials of the last read, to try in order (see claim)
+        self._snapshot: list = []  # the live trials of that read
 
     # ---- planning ---------------------------------------------------------------------------
     def trials(self, states=None):
@@ -137,23 +139,33 @@ class CellQueue:
 
     # ---- working ----------------------------------------------------------------------------
     def claim(self, worker: Worker) -> Claim | None:
-        """Atomically take one waiting cell (the oldest first), or None when none waits."""
+        """Atomically take one waiting cell (the oldest first), or None when none waits.
+
+        The live trials are read once and then tried in order until the list runs out (others
+        may have taken some meanwhile: the storage says so), so a claim costs a few round trips,
+        not a read of the whole queue.
+        """
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        for t in sorted(self.trials((TrialState.WAITING,)), key=lambda t: t.number):
-            try:
-                won = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
-            except UpdateFinishedTrialError:
-                continue
-            if not won:
-                continue
-            self.hold(t._trial_id, worker)
-            claim = Claim(t._trial_id, t.number, _run_id(t), int(t.user_attrs.get(ATTEMPT, 1)))
-            if self._blocked(claim):
-                self.skip(claim.trial_id, "duplicate: a lower-numbered trial holds this cell")
-                continue
-            return claim
+        for fresh in (False, True):
+            if fresh or not self._todo:
+                self._snapshot = self.trials((TrialState.WAITING, TrialState.RUNNING))
+                self._todo = sorted((t for t in self._snapshot if t.state == TrialState.WAITING), key=lambda t: t.number)
+            while self._todo:
+                t = self._todo.pop(0)
+                try:
+                    won = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
+                except UpdateFinishedTrialError:
+                    continue
+                if not won:
+                    continue
+                self.hold(t._trial_id, worker)
+                claim = Claim(t._trial_id, t.number, _run_id(t), int(t.user_attrs.get(ATTEMPT, 1)))
+                if self._blocked(claim):
+                    self.skip(claim.trial_id, "duplicate: a lower-numbered trial holds this cell")
+                    continue
+                return claim
         return None
 
     def hold(self, trial_id: int, worker: Worker) -> None:
@@ -162,14 +174,15 @@ class CellQueue:
         self.beat(trial_id)
 
     def _blocked(self, claim: Claim) -> bool:
+        """Whether a lower-numbered copy of the claimed cell is still live (then it, not this one, runs).
+
+        Run ids are written when a trial is created (enqueue_trial) and numbers grow, so every
+        lower-numbered copy existed when the snapshot was read; a copy live then is looked up again.
+        """
         from optuna.trial import TrialState
 
-        # Run ids are written when a trial is created (enqueue_trial), so a claimer always sees
-        # every lower-numbered copy of its cell: the lowest live copy wins, whoever reads first.
-        return any(
-            _run_id(t) == claim.run_id and t.number < claim.number
-            for t in self.trials((TrialState.WAITING, TrialState.RUNNING))
-        )
+        lower = [t for t in self._snapshot if _run_id(t) == claim.run_id and t.number < claim.number]
+        return any(self.storage.get_trial(t._trial_id).state in (TrialState.WAITING, TrialState.RUNNING) for t in lower)
 
     def beat(self, trial_id: int) -> None:
         self.storage.set_trial_user_attr(trial_id, HEARTBEAT, time.time())
@@ -177,13 +190,20 @@ class CellQueue:
     def heartbeat_thread(self, trial_id: int, interval: float) -> "_Heartbeat":
         return _Heartbeat(self, trial_id, interval)
 
-    def note(self, trial_id: int, key: str, value) -> None:
-        self.storage.set_trial_user_attr(trial_id, key, value)
+    def note(self, trial_id: int, key: str, value, quiet: bool = False) -> None:
+        """Set a user attribute; `quiet`: say nothing if the trial was reaped (finished) meanwhile."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.storage.set_trial_user_attr(trial_id, key, value)
+        except UpdateFinishedTrialError:
+            if not quiet:
+                raise
 
     def started(self, trial_id: int, mlflow_run_id: str, attempt: int) -> None:
         """A run of this trial's cell began in MLflow (its attempt number moves on with out-of-memory retries)."""
-        self.note(trial_id, MLFLOW_RUN, mlflow_run_id)
-        self.note(trial_id, ATTEMPT, attempt)
+        self.note(trial_id, MLFLOW_RUN, mlflow_run_id, quiet=True)
+        self.note(trial_id, ATTEMPT, attempt, quiet=True)
 
     def finish(self, trial_id: int, value: float | None, error: str | None = None) -> None:
         """COMPLETE with the selection metric, or FAIL with the error (kept as a user attribute)."""
@@ -259,6 +279,7 @@ class CellQueue:
             out.append({"run_id": _run_id(t), "name": t.user_attrs.get(NAME), "trial": t.number,
                         "worker": t.user_attrs.get(WORKER), "host": w.host if w else None, "pid": w.pid if w else None,
                         "gpu": w.gpu if w else None, "attempt": t.user_attrs.get(ATTEMPT, 1),
+                        "mlflow_run_id": t.user_attrs.get(MLFLOW_RUN),
                         "heartbeat_age_s": round(now - float(beat), 1) if beat is not None else None})
         return out
 
@@ -273,17 +294,28 @@ def _run_id(t) -> str:
 
 
 class _Heartbeat:
-    """A daemon thread that beats while a cell runs; a context manager."""
+    """A daemon thread that beats while a cell runs; a context manager.
+
+    `lost` is set when the trial was reaped meanwhile (this worker looked dead: beats that did
+    not reach the storage for longer than the grace period): its cell now runs elsewhere, so the
+    worker stops its own copy rather than finish the cell twice.
+    """
 
     def __init__(self, queue: CellQueue, trial_id: int, interval: float):
         self.queue, self.trial_id, self.interval = queue, trial_id, interval
+        self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
         while not self._stop.wait(self.interval):
             try:
                 self.queue.beat(self.trial_id)
+            except UpdateFinishedTrialError:
+                self.lost.set()
+                return
             except Exception:  # a transient database error must not kill the cell; the next beat retries
                 pass
 

@@ -8,6 +8,7 @@ plans, starts local workers, shows live progress and returns the exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 from ablate.errors import UserError
 
 EXIT_OK, EXIT_FAILED, EXIT_OOM, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_LOST = -1  # not a process exit code: the worker stopped a cell whose trial was re-queued elsewhere
 PRELOAD = ["torch", "transformers", "peft", "mlflow", "ablate.executor"]
 
 
@@ -116,6 +118,11 @@ def enqueue(queue, cells: list[Cell]) -> int:
 # ---- one worker ---------------------------------------------------------------------------------
 
 
+def cell_runs(tracker, exp: str, run_id: str) -> list:
+    """Every MLflow run (attempt) of one cell."""
+    return list(tracker.client.search_runs([exp], f"tags.`ablate.run_id` = '{run_id}'", max_results=1000))
+
+
 def _mark_lost(tracker, reaped) -> None:
     for _, mlflow_id in reaped:
         if not mlflow_id:
@@ -172,20 +179,28 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan
             queue.finish(claim.trial_id, None, f"cell {claim.run_id} is not in this study as this worker read it (study file or data changed?)")
             counts["failed"] += 1
             continue
-        if tracker.finished_count(exp, claim.run_id):
+        prior = cell_runs(tracker, exp, claim.run_id)
+        if any(r.info.status == "FINISHED" for r in prior):
             queue.skip(claim.trial_id, "already FINISHED in MLflow")
             counts["skipped"] += 1
             continue
-        with queue.heartbeat_thread(claim.trial_id, place.heartbeat_seconds):
+        # The attempt is MLflow's count of this cell's runs plus one: right even when a planning
+        # duplicate, not the re-queued copy, is the trial that retries a lost cell.
+        claim = dataclasses.replace(claim, attempt=len(prior) + 1)
+        with queue.heartbeat_thread(claim.trial_id, place.heartbeat_seconds) as beat:
             _, value, error = _run_with_oom_retries(ctx, place, tracker, exp, parent, study.name, claim, spec, names[claim.run_id],
-                                                    lambda mid, attempt: queue.started(claim.trial_id, mid, attempt), worker, log)
+                                                    lambda mid, attempt: queue.started(claim.trial_id, mid, attempt), worker, log,
+                                                    lost=beat.lost)
         queue.finish(claim.trial_id, value, error)
         counts["failed" if error else "finished"] += 1
 
 
 def _run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, claim, spec, name, on_start, worker, log,
-                          tags: dict | None = None, trial_json: str | None = None) -> tuple[str, float | None, str | None]:
-    """Run a claimed cell, halving the batch on out-of-memory. Returns (finished|pruned|failed, value, error)."""
+                          tags: dict | None = None, trial_json: str | None = None, lost=None) -> tuple[str, float | None, str | None]:
+    """Run a claimed cell, halving the batch on out-of-memory. Returns (finished|pruned|failed, value, error).
+
+    `lost`: an Event the heartbeat sets when the claim was reaped; the cell is then stopped.
+    """
     from ablate.search import EXIT_PRUNED
 
     batch, accum = spec.train.batch_size, spec.train.grad_accum
@@ -198,7 +213,7 @@ def _run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, claim, s
         mid = tracker.start_cell(exp, parent, study_name, claim.run_id, name, spec.flat_params(), attempt, extra)
         on_start(mid, attempt)
         log(f"[{worker}] {name} ({claim.run_id}) attempt {attempt}: running")
-        code, value, error = _run_cell_process(ctx, ran, place.tracking_uri, mid, trial_json)
+        code, value, error = _run_cell_process(ctx, ran, place.tracking_uri, mid, trial_json, lost)
         if code == EXIT_OK:
             log(f"[{worker}] {name}: FINISHED ({value:.4f})")
             return "finished", value, None
@@ -207,6 +222,9 @@ def _run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, claim, s
             return "pruned", value, None
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
+        if code == EXIT_LOST:
+            log(f"[{worker}] {name}: stopped: {error}")
+            return "failed", None, error
         if code == EXIT_OOM and batch > 1:
             batch, accum = batch // 2, accum * 2
             log(f"[{worker}] {name}: out of memory; retrying with batch {batch} x accumulation {accum}")
@@ -224,15 +242,22 @@ def _with_batch(spec, batch: int, accum: int):
     return RunSpec.model_validate(data)
 
 
-def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str, trial_json: str | None = None) -> tuple[int, float | None, str | None]:
+def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str, trial_json: str | None = None,
+                      lost=None) -> tuple[int, float | None, str | None]:
     from ablate.executor import run_cell
 
     with tempfile.TemporaryDirectory(prefix="ablate-cell-") as tmp:
         result_path = Path(tmp) / "result.json"
-        proc = ctx.Process(target=run_cell, args=(spec.model_dump_json(), tracking_uri, mlflow_run_id, str(result_path), trial_json))
+        proc = ctx.Process(target=run_cell, args=(spec.model_dump_json(), tracking_uri, mlflow_run_id, str(result_path),
+                                                  trial_json, os.getpid()))
         proc.start()
         try:
-            proc.join()
+            while proc.exitcode is None:
+                proc.join(timeout=1.0)
+                if lost is not None and lost.is_set() and proc.exitcode is None:
+                    proc.terminate()  # SIGTERM: the cell marks its MLflow run KILLED
+                    proc.join(timeout=60)
+                    return EXIT_LOST, None, "this worker's claim went stale and its cell was re-queued; stopped here"
         except KeyboardInterrupt:
             proc.join(timeout=60)  # the cell got the same SIGINT: let it mark itself KILLED
             raise
@@ -299,6 +324,9 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
     for i in range(n):
         gpu = gpus[i % len(gpus)] if gpus else ""
         env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu else {})}
+        if not gpus and n > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # CPU workers share the cores: torch's default (a thread per core each) oversubscribes them.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
         procs.append(subprocess.Popen(worker_command(place, gpu), env=env))
     interrupted = False
     try:

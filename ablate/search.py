@@ -125,9 +125,10 @@ def _tally(trials) -> tuple[int, int, int]:
     return done, len(counted) - done - waiting, waiting
 
 
-def _finished_run(tracker, exp: str, run_id: str):
-    runs = tracker.client.search_runs([exp], f"tags.`ablate.run_id` = '{run_id}' and attributes.status = 'FINISHED'", max_results=1)
-    return runs[0] if runs else None
+def _final_value(tracker, run, metric: str) -> float | None:
+    """The cell's final value (logged at step 0); `run.data.metrics` holds the last epoch's instead."""
+    final = [m.value for m in tracker.client.get_metric_history(run.info.run_id, metric) if m.step == 0]
+    return final[-1] if final else run.data.metrics.get(metric)
 
 
 def work_search(place, study, worker, ctx, tracker, exp: str, parent: str, log, poll_seconds: float) -> dict:
@@ -136,8 +137,8 @@ def work_search(place, study, worker, ctx, tracker, exp: str, parent: str, log, 
     from optuna.trial import TrialState
 
     from ablate.grid import data_hashes, run_id, run_name
-    from ablate.queue import ATTEMPT, CELL, ERROR, NAME, ORIGIN, UNCOUNTED, CellQueue, Claim
-    from ablate.scheduler import _mark_lost, _run_with_oom_retries
+    from ablate.queue import CELL, ERROR, NAME, ORIGIN, UNCOUNTED, CellQueue, Claim
+    from ablate.scheduler import _mark_lost, _run_with_oom_retries, cell_runs
 
     search = study.search
     queue = CellQueue(place.storage, study.name, place.max_attempts, kind="search")
@@ -151,7 +152,7 @@ def work_search(place, study, worker, ctx, tracker, exp: str, parent: str, log, 
         done, running, waiting = _tally(trials)
         if done >= search.n_trials:
             return counts
-        if done + running >= search.n_trials or (done + running + waiting >= search.n_trials and not waiting):
+        if done + running >= search.n_trials:  # (a waiting trial, one re-queued, is asked for below)
             time.sleep(poll_seconds)  # the last trials run elsewhere: stay to re-queue one whose worker dies
             continue
         trial = ostudy.ask()  # a re-queued trial first, else a new one
@@ -162,36 +163,43 @@ def work_search(place, study, worker, ctx, tracker, exp: str, parent: str, log, 
             ostudy.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             continue
         ostudy.sampler = make_sampler(search, trial.number)
-        params = suggest(trial, study)
-        spec = trial_spec(study, params)
+        try:
+            params = suggest(trial, study)
+            spec = trial_spec(study, params)
+        except Exception as e:  # noqa: BLE001 - e.g. a re-queued trial whose values the edited space no longer holds
+            queue.note(trial._trial_id, ERROR, f"cannot build this trial's cell: {type(e).__name__}: {e}"[-2000:])
+            ostudy.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            counts["failed"] += 1
+            continue
         origin = int(trial.user_attrs.get(ORIGIN, trial.number))
         rid = trial_run_id(run_id(spec, hashes), origin)
         name = f"{run_name(spec)}-t{origin}"
         for key, value in ((CELL, rid), (NAME, name), (ORIGIN, origin)):
             queue.note(trial._trial_id, key, value)
-        prior = _finished_run(tracker, exp, rid)
+        runs = cell_runs(tracker, exp, rid)
+        prior = next((r for r in runs if r.info.status == "FINISHED"), None)
         if prior is not None:  # lost after MLflow had its result: tell that result, never run it again
             pruned = prior.data.tags.get(PRUNED_TAG) == "true"
-            value = prior.data.metrics.get(spec.train.select_metric)
+            value = _final_value(tracker, prior, spec.train.select_metric)
             ostudy.tell(trial, values=None if pruned else value, state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
                         skip_if_finished=True)
             counts["skipped"] += 1
             continue
-        claim = Claim(trial._trial_id, trial.number, rid, int(trial.user_attrs.get(ATTEMPT, 1)))
+        claim = Claim(trial._trial_id, trial.number, rid, len(runs) + 1)  # attempt: MLflow's runs of this cell, plus one
         tags = {SEARCH_TAG: "true", PRUNED_TAG: "false", ORIGIN_TAG: str(origin),
                 AXES_TAG: json.dumps({a: spec.axes.get(a) for a in spec.axes} | params, default=str)}
         info = json.dumps({"storage": place.storage, "study": queue.name, "trial_id": trial._trial_id,
                            "metric": spec.train.select_metric, "pruner": pruner_settings(search, spec.train.epochs)})
-        with queue.heartbeat_thread(trial._trial_id, place.heartbeat_seconds):
+        with queue.heartbeat_thread(trial._trial_id, place.heartbeat_seconds) as beat:
             outcome, value, error = _run_with_oom_retries(
                 ctx, place, tracker, exp, parent, study.name, claim, spec, name,
-                lambda mid, attempt: queue.started(trial._trial_id, mid, attempt), worker, log, tags, info)
+                lambda mid, attempt: queue.started(trial._trial_id, mid, attempt), worker, log, tags, info, beat.lost)
         if outcome == "finished" and value is not None:
             ostudy.tell(trial, values=value, skip_if_finished=True)
         elif outcome == "pruned":
             ostudy.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         else:
-            queue.note(trial._trial_id, ERROR, (error or "no value")[-2000:])
+            queue.note(trial._trial_id, ERROR, (error or "no value")[-2000:], quiet=True)
             ostudy.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             outcome = "failed"
         counts[outcome] += 1

@@ -82,6 +82,26 @@ def _noop() -> None:
     pass
 
 
+# Imported lazily inside a cell (not by the fork server's PRELOAD), so every forked cell pays them again.
+LAZY = ("mlflow.store.tracking.sqlalchemy_store", "seqeval.metrics", "transformers.models.bert.modeling_bert",
+        "peft.tuners.lora", "ablate.trainer")
+
+
+def lazy_imports() -> list[tuple[str, float]]:
+    """Seconds to import each LAZY module in a fresh process that has already imported PRELOAD."""
+    code = (
+        "import importlib, json, time\n"
+        "from ablate.scheduler import PRELOAD\n"
+        "[importlib.import_module(m) for m in PRELOAD]\n"
+        "out = []\n"
+        f"for m in {LAZY!r}:\n"
+        "    t = time.perf_counter(); importlib.import_module(m); out.append((m, time.perf_counter() - t))\n"
+        "print(json.dumps(out))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [tuple(x) for x in json.loads(r.stdout.strip().splitlines()[-1])]
+
+
 def breakdown(folder: Path, study: Path) -> list[tuple[str, float]]:
     """Each step of a cell, timed apart in this process (imports first, as the fork server pays them)."""
     out: list[tuple[str, float]] = []
@@ -126,6 +146,7 @@ def breakdown(folder: Path, study: Path) -> list[tuple[str, float]]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     spec = expand(load_study(study))[0]
     cache = folder / "bd-cache"
     mark("load_study + expand")
@@ -197,6 +218,7 @@ def main() -> None:
         if not args.no_breakdown:
             (folder / "bd").mkdir()
             steps = breakdown(folder / "bd", study)
+            steps += [(f"import {m} in a forked cell (lazy: not in the fork server's PRELOAD)", t) for m, t in lazy_imports()]
             results["breakdown"] = [{"step": n, "seconds": s} for n, s in steps]
             print("\nbreakdown (one cell's steps timed apart in one process):")
             for n, s in steps:

@@ -203,3 +203,17 @@ def test_worker_names_round_trip():
     w = Worker("node-3.cluster", 77, "2")
     assert Worker.parse(str(w)) == w and Worker.parse("garbage") is None
     assert WORKER == "ablate.worker"
+
+
+def test_a_worker_whose_claim_was_reaped_learns_it_from_its_heartbeat(storage):
+    from optuna.trial import TrialState
+
+    q = CellQueue(storage, _study())
+    q.enqueue(_cells(1), finished=set())
+    c = q.claim(Worker("h", 1, "0"))
+    with q.heartbeat_thread(c.trial_id, 0.1) as beat:
+        time.sleep(0.3)
+        assert not beat.lost.is_set()
+        # Another worker took this one for dead (its beats did not arrive in time) and reaped it.
+        CellQueue(storage, q.name.removeprefix("ablate:")).storage.set_trial_state_values(c.trial_id, TrialState.FAIL)
+        assert beat.lost.wait(5)  # the worker then stops its cell instead of finishing it twice

@@ -26,7 +26,7 @@ CELLS = {
     "focal_vs_ce": 18,    # Table 5: 3 backbones x ce/focal x 3 seeds
     "lr_curve": 30,       # Fig. 3: 3 backbones x full/lora x 5 lr
     "epoch_curve": 18,    # Fig. 4: 3 backbones x full/lora x 5/10/20 epochs
-    "rocling_scratch": 24,
+    "rocling_scratch": 32, # 4 scratch backbones x full/lora x ce/focal x 2 lr
 }
 HUB_STUDIES = ["lora_vs_full", "backbones", "focal_vs_ce", "lr_curve", "epoch_curve"]
 PAPER_NAMES = {"hfl/chinese-bert-wwm-ext", "hfl/chinese-roberta-wwm-ext-large",
