@@ -91,11 +91,19 @@ def plan(place: Place, read_mlflow: bool = True) -> tuple[object, list[Cell]]:
         return study, _with_status(cells, tracker, study.name) if read_mlflow else cells
     study, specs, names = load_cells(place, study)
     cells = [Cell(rid, names[rid], dict(spec.axes)) for rid, spec in specs.items()]
-    if read_mlflow:
+    if read_mlflow and _store_exists(place.tracking_uri):
         from ablate.tracking import Tracker
 
         cells = _with_status(cells, Tracker(place.tracking_uri), study.name)
     return study, cells
+
+
+def _store_exists(tracking_uri: str) -> bool:
+    """False for a local sqlite store not created yet: nothing has run, and opening it would create it."""
+    from ablate.tracking import local_store_dir
+
+    store = local_store_dir(tracking_uri)
+    return store is None or Path(tracking_uri[len("sqlite:///"):]).exists()
 
 
 def _with_status(cells: list[Cell], tracker, study_name: str) -> list[Cell]:
