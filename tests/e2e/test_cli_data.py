@@ -81,3 +81,15 @@ def test_help_does_not_import_torch():
     code = "import sys; sys.argv=['ablate','--help']\nfrom ablate import cli\ntry: cli.main()\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'transformers' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip().endswith("False False")
+
+
+def test_train_with_an_unknown_model_and_no_hub_is_one_message_exit_2(tmp_path):
+    from ablate.data.demo import make_demo_corpus
+
+    make_demo_corpus(tmp_path / "d", sentences=30, seed=1)
+    r = subprocess.run(ABLATE + ["train", "--train", str(tmp_path / "d" / "train.jsonl"), "--backbone", "no-such-org/no-such-model",
+                                 "--epochs", "1", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "no-such-org/no-such-model" in r.stderr and "scratch" in r.stderr
+    assert "Traceback" not in r.stderr
