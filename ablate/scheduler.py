@@ -107,12 +107,14 @@ def _store_exists(tracking_uri: str) -> bool:
 
 
 def _with_status(cells: list[Cell], tracker, study_name: str) -> list[Cell]:
+    from ablate.tracking import final_metrics
+
     status = tracker.cell_status(tracker.experiment_id(study_name, create=False))
     for c in cells:
         st = status.get(c.run_id)
         if st:
             r = st["run"]
-            c.status, c.attempts, c.metrics = r.info.status, st["attempts"], dict(r.data.metrics)
+            c.status, c.attempts, c.metrics = r.info.status, st["attempts"], final_metrics(r)
             c.error = r.data.tags.get("ablate.error")
     return cells
 

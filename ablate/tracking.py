@@ -20,6 +20,7 @@ from ablate.errors import UserError
 
 ROLE, STUDY, RUN_ID, ATTEMPT = "ablate.role", "ablate.study", "ablate.run_id", "ablate.attempt"
 PARENT_TAG = "mlflow.parentRunId"
+FINAL_TAG = "ablate.final"
 HISTORY_KEYS = ("train/loss", "dev/f1", "dev/macro_f1", "epoch_seconds")
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 
@@ -140,7 +141,11 @@ class Tracker:
             self.client.log_batch(mlflow_run_id, metrics=items[i : i + 1000])
 
     def finish_cell(self, mlflow_run_id: str, final: dict[str, float], outputs: Path | None, settings: dict) -> None:
+        # Final values (dev and test at the best epoch) go at step 0; MLflow's run.data.metrics
+        # shows the highest step (the last epoch), so the finals are also kept as one JSON tag that
+        # readers take from the same search_runs call (no per-metric history queries).
         self.log_metrics(mlflow_run_id, final, step=0)
+        self.set_tags(mlflow_run_id, {FINAL_TAG: json.dumps({k: round(float(v), 8) for k, v in final.items()})[:8000]})
         if settings:
             self.set_tags(mlflow_run_id, {f"ablate.ran.{k}": v for k, v in settings.items()})
         if outputs is not None and Path(outputs).exists():
@@ -200,6 +205,18 @@ class Tracker:
         return out
 
 
+def final_metrics(run) -> dict[str, float]:
+    """A finished cell's final metrics (best-epoch dev, test, params, speed), not its last epoch's."""
+    metrics = dict(run.data.metrics)
+    raw = run.data.tags.get(FINAL_TAG)
+    if raw:
+        try:
+            metrics.update(json.loads(raw))
+        except ValueError:  # a truncated tag: the step-0 values in the history are still there
+            pass
+    return metrics
+
+
 def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[str, Any]]], history: bool = True):
     """The report's DataFrame: one row per planned cell (run_id, name, axis values), MISSING when never run."""
     import pandas as pd
@@ -219,7 +236,7 @@ def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[
         else:
             r = st["run"]
             # Metrics never overwrite the cell's identity columns (an axis named like a metric).
-            row.update({k: v for k, v in r.data.metrics.items() if k not in row})
+            row.update({k: v for k, v in final_metrics(r).items() if k not in row})
             row.update(status=r.info.status, error=r.data.tags.get("ablate.error"), mlflow_run_id=r.info.run_id,
                        attempts=st["attempts"])
             row["history"] = tracker.history(r.info.run_id) if history and r.info.status == "FINISHED" else {}

@@ -26,7 +26,7 @@ CELLS = {
     "focal_vs_ce": 18,    # Table 5: 3 backbones x ce/focal x 3 seeds
     "lr_curve": 30,       # Fig. 3: 3 backbones x full/lora x 5 lr
     "epoch_curve": 18,    # Fig. 4: 3 backbones x full/lora x 5/10/20 epochs
-    "rocling_scratch": 32, # 4 scratch backbones x full/lora x ce/focal x 2 lr
+    "rocling_scratch": 24,  # 3 tiny scratch backbones x full/lora x ce/focal x 2 lr
 }
 HUB_STUDIES = ["lora_vs_full", "backbones", "focal_vs_ce", "lr_curve", "epoch_curve"]
 PAPER_NAMES = {"hfl/chinese-bert-wwm-ext", "hfl/chinese-roberta-wwm-ext-large",
@@ -114,9 +114,15 @@ def test_plan_cli_answers_with_the_cells(name, root_for, tmp_path):
 
 
 def test_hub_studies_default_to_the_fetch_layout_and_say_so_when_absent(tmp_path):
-    # data.root ../data/rocling is where `ablate data fetch rocling data/rocling` puts the files.
+    # data.root ../data/rocling is where `ablate data fetch rocling data/rocling` puts the files, by these names.
+    from ablate.data.fetch import SOURCES
+
+    fetched = {s.name for s in SOURCES}
     for name in HUB_STUDIES + ["rocling_scratch"]:
-        assert _raw(name)["data"]["root"] == "../data/rocling"
+        data = _raw(name)["data"]
+        assert data["root"] == "../data/rocling"
+        used = {f["path"] if isinstance(f, dict) else f for role in ("train", "test") for f in data[role]}
+        assert used <= fetched, used - fetched
     fake = tmp_path / "studies"
     fake.mkdir()
     (fake / "s.yaml").write_text((STUDIES / "lora_vs_full.yaml").read_text(encoding="utf-8"), encoding="utf-8")

@@ -26,9 +26,9 @@ GRID12 = {"finetune": ["full", "lora"], "lr": [1.0e-3, 2.0e-3, 3.0e-3], "seed": 
 EPOCHS = 3  # a cell trains long enough to be killed in the middle
 
 
-@pytest.fixture(params=[pytest.param("journal", marks=pytest.mark.slow), "postgresql"])
+@pytest.fixture(params=["journal", "postgresql"])
 def storage(request, tmp_path: Path) -> str:
-    """The suite's storages; the journal variant is `slow` (60-90 s here; `ablate run`'s own tests cover the journal)."""
+    """The suite's storages: a journal file (one machine, or a shared filesystem) and the real PostgreSQL."""
     if request.param == "journal":
         return str(tmp_path / "shared" / "queue.journal")
     return request.getfixturevalue("postgres_url")
@@ -92,6 +92,9 @@ def _kill_a_worker_mid_cell(storage: str, uri: str, workers: dict, deadline: flo
     raise AssertionError("no cell was seen running within the time limit")
 
 
+# 45-90 s per storage on 2 shared cores: the journal variant is `slow` (`make test-all`); the default suite
+# still kills and resumes on the journal through `ablate run` (test_runner) and in the queue's unit tests.
+@pytest.mark.parametrize("storage", [pytest.param("journal", marks=pytest.mark.slow), "postgresql"], indirect=True)
 def test_three_workers_one_killed_mid_cell_every_cell_finishes_exactly_once(storage, tmp_path: Path):
     from ablate.queue import ATTEMPT, ERROR, PREVIOUS, WORKER, CellQueue, _run_id
     from ablate.tracking import Tracker
