@@ -147,7 +147,7 @@ def plan(
     if as_json:
         _print_json({"study": spec.name, "cells": rows, "summary": summary})
         return
-    axes = list(spec.grid)
+    axes = list(spec.grid) + [a for a in (spec.search.space if getattr(spec, 'search', None) else {}) if a not in spec.grid]
     typer.echo(f"{spec.name}: {len(rows)} cells ({', '.join(f'{v} {k}' for k, v in summary.items())})")
     typer.echo("  ".join(["run_id".ljust(12), "status ".ljust(8), *axes]))
     for r in rows:
