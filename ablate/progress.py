@@ -29,17 +29,19 @@ def _table(study: str, cells: dict, started: float, finished_at_start: int):
     return t
 
 
-def snapshot(tracker, experiment_id, run_ids: list[str]) -> dict:
-    status = tracker.cell_status(experiment_id)
+def snapshot(tracker, study: str, run_ids: list[str]) -> dict:
+    from ablate.scheduler import read_status
+
+    status = read_status(tracker.uri, study, tracker)
     out = {}
     for rid in run_ids:
         st = status.get(rid)
         if st is None:
             out[rid] = {"status": "PENDING", "name": rid, "metrics": {}}
             continue
-        r = st["run"]
-        out[rid] = {"status": r.info.status, "name": r.info.run_name, "metrics": dict(r.data.metrics),
-                    "epoch": int(r.data.metrics.get("epoch", 0)) or "-", "worker": r.data.tags.get("ablate.worker", "")}
+        m = st["metrics"]
+        out[rid] = {"status": st["status"], "name": st["name"], "metrics": m,
+                    "epoch": int(m.get("epoch", 0) or 0) or "-", "worker": st["worker"]}
     return out
 
 
@@ -54,12 +56,12 @@ def watch(place, study: str, run_ids: list[str], procs, console=None, every: flo
     tracker = Tracker(place.tracking_uri)
     exp = tracker.experiment_id(study)
     started = time.time()
-    first = snapshot(tracker, exp, run_ids)
+    first = snapshot(tracker, study, run_ids)
     at_start = sum(1 for s in first.values() if s["status"] == "FINISHED")
     with Live(_table(study, first, started, at_start), console=console, refresh_per_second=1, transient=False) as live:
         while any(p.poll() is None for p in procs):
             time.sleep(every)
             try:
-                live.update(_table(study, snapshot(tracker, exp, run_ids), started, at_start))
+                live.update(_table(study, snapshot(tracker, study, run_ids), started, at_start))
             except Exception:  # a busy sqlite store: show the last table, try again next tick
                 pass

@@ -23,7 +23,8 @@ from ablate.errors import UserError
 
 EXIT_OK, EXIT_FAILED, EXIT_OOM, EXIT_INTERRUPTED = 0, 1, 3, 130
 EXIT_LOST = -1  # not a process exit code: the worker stopped a cell whose trial was re-queued elsewhere
-PRELOAD = ["torch", "transformers", "peft", "mlflow", "ablate.executor"]
+# What every cell imports, loaded once by the fork server (the sqlite/SQL store alone is ~0.6 s a cell).
+PRELOAD = ["torch", "transformers", "peft", "mlflow", "mlflow.store.tracking.sqlalchemy_store", "ablate.executor"]
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,11 @@ def plan(place: Place, read_mlflow: bool = True) -> tuple[object, list[Cell]]:
 
         tracker = Tracker(place.tracking_uri)
         cells = [Cell(rid, name, axes) for rid, name, axes in trial_cells(tracker, study)]
-        return study, _with_status(cells, tracker, study.name) if read_mlflow else cells
+        return study, _with_status(cells, read_status(place.tracking_uri, study.name, tracker)) if read_mlflow else cells
     study, specs, names = load_cells(place, study)
     cells = [Cell(rid, names[rid], dict(spec.axes)) for rid, spec in specs.items()]
     if read_mlflow and _store_exists(place.tracking_uri):
-        from ablate.tracking import Tracker
-
-        cells = _with_status(cells, Tracker(place.tracking_uri), study.name)
+        cells = _with_status(cells, read_status(place.tracking_uri, study.name))
     return study, cells
 
 
@@ -106,16 +105,41 @@ def _store_exists(tracking_uri: str) -> bool:
     return store is None or Path(tracking_uri[len("sqlite:///"):]).exists()
 
 
-def _with_status(cells: list[Cell], tracker, study_name: str) -> list[Cell]:
+def read_status(tracking_uri: str, study_name: str, tracker=None) -> dict[str, dict]:
+    """run_id -> {status, attempts, metrics (final), error} of every cell MLflow holds.
+
+    A local sqlite store is read directly (`ablate.store_read`: no mlflow import, seconds for
+    10,000 cells); any other store, or a sqlite file that does not look like MLflow's, through
+    `MlflowClient`.
+    """
+    from ablate.store_read import cell_status
+
+    fast = cell_status(tracking_uri, study_name)
+    if fast is not None:
+        return fast
+    from ablate.tracking import Tracker
+
+    return client_status(tracker or Tracker(tracking_uri), study_name)
+
+
+def client_status(tracker, study_name: str) -> dict[str, dict]:
+    """`read_status` through `MlflowClient.search_runs` (any store)."""
     from ablate.tracking import final_metrics
 
-    status = tracker.cell_status(tracker.experiment_id(study_name, create=False))
+    out = {}
+    for rid, st in tracker.cell_status(tracker.experiment_id(study_name, create=False)).items():
+        r = st["run"]
+        out[rid] = {"status": r.info.status, "attempts": st["attempts"], "metrics": final_metrics(r),
+                    "error": r.data.tags.get("ablate.error"), "name": r.info.run_name,
+                    "worker": r.data.tags.get("ablate.worker", ""), "mlflow_run_id": r.info.run_id}
+    return out
+
+
+def _with_status(cells: list[Cell], status: dict[str, dict]) -> list[Cell]:
     for c in cells:
         st = status.get(c.run_id)
         if st:
-            r = st["run"]
-            c.status, c.attempts, c.metrics = r.info.status, st["attempts"], final_metrics(r)
-            c.error = r.data.tags.get("ablate.error")
+            c.status, c.attempts, c.metrics, c.error = st["status"], st["attempts"], st["metrics"], st["error"]
     return cells
 
 
@@ -157,15 +181,19 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan
     from ablate.spec import load_study
     from ablate.tracking import Tracker
 
+    from multiprocessing import forkserver
+
+    ctx = mp.get_context("forkserver")
+    # Cells fork from a server that has imported torch/transformers/peft once: a fresh process
+    # per cell (no memory carried over) without paying ~4-8 s of imports each time. Started
+    # first: it imports while this process opens the store and the queue.
+    ctx.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
     study = load_study(place.study_path, list(place.overrides))
     tracker = Tracker(place.tracking_uri)
     exp = tracker.experiment_id(study.name)
     parent = tracker.parent_run(exp, study.name, study.description)
     worker = Worker.here(gpu)
-    ctx = mp.get_context("forkserver")
-    # Cells fork from a server that has imported torch/transformers/peft once: a fresh process
-    # per cell (no memory carried over) without paying ~8 s of imports each time.
-    ctx.set_forkserver_preload(PRELOAD)
     if study.search is not None:
         from ablate.search import work_search
 
@@ -173,7 +201,8 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan
     study, specs, names = load_cells(place, study)
     queue = CellQueue(place.storage, study.name, place.max_attempts)
     if plan_first:
-        cells = _with_status([Cell(rid, names[rid], dict(s.axes)) for rid, s in specs.items()], tracker, study.name)
+        cells = _with_status([Cell(rid, names[rid], dict(s.axes)) for rid, s in specs.items()],
+                             read_status(place.tracking_uri, study.name, tracker))
         enqueue(queue, cells)
     counts = {"finished": 0, "failed": 0, "skipped": 0}
     while True:

@@ -83,7 +83,7 @@ def _noop() -> None:
 
 
 # Imported lazily inside a cell (not by the fork server's PRELOAD), so every forked cell pays them again.
-LAZY = ("mlflow.store.tracking.sqlalchemy_store", "seqeval.metrics", "transformers.models.bert.modeling_bert",
+LAZY = ("transformers.models.bert.modeling_bert",
         "peft.tuners.lora", "ablate.trainer")
 
 

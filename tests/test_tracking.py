@@ -18,3 +18,62 @@ def test_final_metrics_are_the_best_epochs_not_the_last(tmp_path):
     assert row["dev/macro_f1"] == 0.9 and row["best_epoch"] == 2.0 and row["lr"] == 0.1
     assert row["history"]["dev/macro_f1"] == [0.5, 0.9, 0.7]
     assert frame.set_index("run_id").loc["def", "status"] == "MISSING"
+
+
+def test_sqlite_fast_read_equals_the_mlflow_client_read(tmp_path):
+    """`plan`/`status` read a local store with sqlite3; they must see what MlflowClient sees."""
+    from ablate.scheduler import client_status, read_status
+    from ablate.store_read import cell_status
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    exp = tracker.experiment_id("s")
+    parent = tracker.parent_run(exp, "s")
+
+    def attempt(rid, n, status, metrics=None, final=None):
+        mid = tracker.start_cell(exp, parent, "s", rid, f"cell-{rid}", {"lr": "0.1"}, attempt=n)
+        for epoch, value in enumerate(metrics or [], start=1):
+            tracker.log_metrics(mid, {"dev/macro_f1": value}, step=epoch)
+        if status == "FINISHED":
+            tracker.finish_cell(mid, final or {}, None, {})
+        elif status in ("FAILED", "KILLED"):
+            tracker.fail_cell(mid, f"Traceback\nRuntimeError: boom {rid}{n}", status)
+        return mid
+
+    attempt("a", 1, "FAILED")
+    attempt("a", 2, "FINISHED", [0.4, 0.6, 0.5], {"dev/macro_f1": 0.6, "test/f1": 0.55})
+    attempt("a", 3, "FAILED")  # an attempt after a finished one: the cell stays FINISHED
+    attempt("b", 1, "FAILED")
+    attempt("b", 2, "KILLED")
+    attempt("c", 1, "RUNNING", [0.3])
+    attempt("d", 1, "FINISHED", [float("nan")], {"dev/macro_f1": 0.0})
+    tracker.client.delete_run(attempt("e", 1, "FINISHED", [0.9], {"dev/macro_f1": 0.9}))  # deleted: not seen
+    other = tracker.experiment_id("other")  # the same run_id in another study is not this study's
+    tracker.start_cell(other, tracker.parent_run(other, "other"), "other", "f", "cell-f", {}, attempt=1)
+
+    fast, slow = cell_status(uri, "s"), client_status(tracker, "s")
+    assert fast is not None and set(fast) == set(slow) == {"a", "b", "c", "d"}
+    for rid in fast:
+        f, s = dict(fast[rid]), dict(slow[rid])
+        fm, sm = f.pop("metrics"), s.pop("metrics")
+        assert f == s, rid
+        assert fm.keys() == sm.keys() and all(fm[k] == sm[k] or (fm[k] != fm[k] and sm[k] != sm[k]) for k in fm), rid
+    assert (fast["a"]["status"], fast["a"]["attempts"], fast["a"]["metrics"]["test/f1"]) == ("FINISHED", 3, 0.55)
+    assert fast["a"]["metrics"]["dev/macro_f1"] == 0.6  # the best epoch's, not the last epoch's 0.5
+    assert (fast["b"]["status"], fast["b"]["attempts"], fast["b"]["error"]) == ("KILLED", 2, "RuntimeError: boom b2")
+    assert fast["c"]["status"] == "RUNNING" and fast["c"]["metrics"]["dev/macro_f1"] == 0.3
+    assert cell_status(uri, "never-ran") == {} and read_status(uri, "s") == fast
+
+
+def test_fast_read_declines_what_is_not_an_mlflow_sqlite_store(tmp_path):
+    import sqlite3
+
+    from ablate.store_read import cell_status
+
+    assert cell_status(f"sqlite:///{tmp_path / 'absent.db'}", "s") is None
+    assert cell_status("http://127.0.0.1:5000", "s") is None
+    con = sqlite3.connect(tmp_path / "other.db")
+    con.execute("CREATE TABLE runs (run_uuid TEXT)")
+    con.commit()
+    con.close()
+    assert cell_status(f"sqlite:///{tmp_path / 'other.db'}", "s") is None

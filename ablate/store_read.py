@@ -1,0 +1,109 @@
+"""Cell status straight from a local MLflow sqlite store: read-only, stdlib `sqlite3`, no mlflow import.
+
+`ablate plan` and `ablate status` on a 10,000-cell study must answer in a few seconds. Through
+`MlflowClient` the same answer costs ~1.2 s to import mlflow, ~1.5 s to open the store (its
+alembic schema check) and then `search_runs` builds every param of every run. The four tables
+read here (`experiments`, `runs`, `tags`, `latest_metrics`) are the ones `run.info` and
+`run.data` come from in MLflow's SQLAlchemy store, unchanged in layout since MLflow 1.x.
+If the store does not look like that (a future MLflow, another file), `cell_status` returns None
+and the caller goes through `MlflowClient`; tests check both paths give the same answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, local_store_dir
+
+_NEEDED = {
+    "experiments": {"experiment_id", "name"},
+    "runs": {"run_uuid", "name", "status", "experiment_id", "lifecycle_stage", "start_time"},
+    "tags": {"key", "value", "run_uuid"},
+    "latest_metrics": {"key", "value", "is_nan", "run_uuid"},
+}
+_TAGS = (RUN_ID, ROLE, ATTEMPT, FINAL_TAG, "ablate.error", "ablate.worker")
+
+
+def _connect(tracking_uri: str) -> sqlite3.Connection | None:
+    if local_store_dir(tracking_uri) is None:
+        return None
+    path = Path(tracking_uri[len("sqlite:///"):])
+    if not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+        for table, cols in _NEEDED.items():
+            have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+            if not cols <= have:
+                con.close()
+                return None
+        return con
+    except sqlite3.Error:
+        return None
+
+
+def cell_status(tracking_uri: str, study: str) -> dict[str, dict[str, Any]] | None:
+    """run_id -> {status, attempts, metrics, error, name} as `scheduler` wants it; {} when the study
+    never ran; None when this is not a sqlite store this module can read (use MlflowClient)."""
+    con = _connect(tracking_uri)
+    if con is None:
+        return None
+    try:
+        return _read(con, study)
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+
+
+def _read(con: sqlite3.Connection, study: str) -> dict[str, dict[str, Any]]:
+    exp = con.execute("SELECT experiment_id FROM experiments WHERE name = ?", (study,)).fetchone()
+    if exp is None:
+        return {}
+    marks = ",".join("?" * len(_TAGS))
+    # Cell runs (tag ablate.role = cell) that are not deleted, oldest first, as Tracker.cell_runs.
+    runs = con.execute(
+        "SELECT r.run_uuid, r.name, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' AND t.key = ? AND t.value = 'cell' "
+        "ORDER BY r.start_time, r.run_uuid",
+        (exp[0], ROLE),
+    ).fetchall()
+    tags: dict[str, dict[str, str]] = {}
+    for uuid, key, value in con.execute(
+        f"SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+        f"WHERE r.experiment_id = ? AND t.key IN ({marks})",
+        (exp[0], *_TAGS),
+    ):
+        tags.setdefault(uuid, {})[key] = value
+    metrics: dict[str, dict[str, float]] = {}
+    for uuid, key, value, is_nan in con.execute(
+        "SELECT m.run_uuid, m.key, m.value, m.is_nan FROM latest_metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+        "WHERE r.experiment_id = ?",
+        (exp[0],),
+    ):
+        metrics.setdefault(uuid, {})[key] = math.nan if is_nan else float(value)
+    out: dict[str, dict[str, Any]] = {}
+    for uuid, name, status in runs:
+        t = tags.get(uuid, {})
+        rid = t.get(RUN_ID)
+        if rid is None:
+            continue
+        cur = out.get(rid)
+        attempts = (cur["attempts"] if cur else 0) + 1
+        if cur is not None and cur["status"] == "FINISHED":
+            cur["attempts"] = attempts
+            continue
+        m = dict(metrics.get(uuid, {}))
+        raw = t.get(FINAL_TAG)
+        if raw:
+            try:
+                m.update(json.loads(raw))
+            except ValueError:
+                pass
+        out[rid] = {"status": status, "attempts": attempts, "metrics": m, "error": t.get("ablate.error"),
+                    "name": name, "worker": t.get("ablate.worker", ""), "mlflow_run_id": uuid}
+    return out
