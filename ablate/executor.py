@@ -80,29 +80,20 @@ def resolve_backbone(spec, train: list[Sentence], cache: Path) -> str:
     if (folder / "backbone" / "config.json").exists():
         return str(folder / "backbone")
     # Build aside, then rename: workers sharing the cache never see half a backbone.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache / "backbones" if (cache / "backbones").exists() else None))
+    # The temporary folder sits beside the final one: a rename across file systems would fail.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
     try:
-        prepare_backbone(_models_spec(b), [s.chars for s in train], tmp, seed=0)
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        prepare_backbone(b, [s.chars for s in train], tmp, seed=0)
         try:
             os.rename(tmp, folder)
         except OSError:  # another worker won the race; use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not (folder / "backbone" / "config.json").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(folder / "backbone")
-
-
-def _models_spec(b):
-    """The study's backbone entry -> models.BackboneSpec (explicit sizes override the preset's)."""
-    from ablate.models import SHAPES, BackboneSpec, ShapeDims
-
-    dims = {k: getattr(b, k) for k in ("hidden", "layers", "heads", "intermediate") if getattr(b, k) is not None}
-    if not dims:
-        return BackboneSpec(scratch=b.scratch, shape=b.shape)
-    base = SHAPES[b.shape or "tiny"].model_dump()
-    return BackboneSpec(scratch=b.scratch, shape=ShapeDims(**{**base, **dims}))
 
 
 def _loss_settings(spec, train_windows, num_labels: int):

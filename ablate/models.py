@@ -64,17 +64,27 @@ SHAPES: dict[str, ShapeDims] = {
 }
 
 
+_DIMS = ("hidden", "layers", "heads", "intermediate")
+
+
 class BackboneSpec(BaseModel):
-    """Where a backbone comes from: `pretrained` (hub id or local folder) or `scratch` + `shape`.
+    """Where a backbone comes from: `pretrained` (hub id or local folder) or `scratch` (a family).
 
     A scratch backbone has the real architecture of its family with random weights and a
-    vocabulary built from the training characters; `shape` defaults to "base".
+    vocabulary built from the training characters. Its size is the `shape` preset (default
+    "base", the size of the real checkpoints), with any of hidden / layers / heads / intermediate
+    given explicitly overriding the preset's value. The same class is a study's `backbones:` entry
+    and what `ablate train --backbone` builds.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     pretrained: str | None = None
     scratch: Family | None = None
-    shape: ShapeName | ShapeDims | None = None
+    shape: ShapeName | None = None
+    hidden: int | None = Field(None, gt=0)
+    layers: int | None = Field(None, gt=0)
+    heads: int | None = Field(None, gt=0)
+    intermediate: int | None = Field(None, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -86,19 +96,27 @@ class BackboneSpec(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> BackboneSpec:
         if (self.pretrained is None) == (self.scratch is None):
-            raise ValueError("give exactly one of `pretrained` (hub id or folder) or `scratch` (a model family)")
-        if self.pretrained is not None and self.shape is not None:
-            raise ValueError("`shape` applies to `scratch` backbones only")
-        if self.pretrained is not None and not self.pretrained.strip():
-            raise ValueError("`pretrained` is empty")
+            raise ValueError("give exactly one of `pretrained` (hub id or folder) or `scratch` (an architecture)")
+        if self.pretrained is not None:
+            sized = [k for k in ("shape", *_DIMS) if getattr(self, k) is not None]
+            if sized:
+                raise ValueError(f"{', '.join(sized)} only apply to `scratch` backbones; a checkpoint has its own size")
+            if not self.pretrained.strip():
+                raise ValueError("`pretrained` is empty")
+            return self
+        d = self.dims
+        if d.hidden % d.heads:
+            raise ValueError(f"hidden ({d.hidden}) must be a multiple of heads ({d.heads})")
         return self
 
     @property
     def dims(self) -> ShapeDims:
-        """The resolved dimensions of a scratch backbone."""
+        """The resolved dimensions of a scratch backbone: the preset, then the explicit sizes."""
         if self.scratch is None:
             raise ValueError("a pretrained backbone has no scratch dimensions")
-        return self.shape if isinstance(self.shape, ShapeDims) else SHAPES[self.shape]
+        preset = SHAPES[self.shape or "base"]
+        explicit = {k: getattr(self, k) for k in _DIMS if getattr(self, k) is not None}
+        return preset.model_copy(update=explicit) if explicit else preset
 
 
 class LoraSettings(BaseModel):

@@ -20,49 +20,15 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from ablate.data.readers import JSONL_SUFFIXES
 from ablate.data.tags import Unknown
 from ablate.errors import UserError
+from ablate.models import BackboneSpec
 from ablate.report.config import ReportSpec
 
 Finetune = Literal["lora", "full"]
 Loss = Literal["ce", "focal"]
-Scratch = Literal["bert", "roberta", "deberta-v2", "albert", "electra"]
-Shape = Literal["tiny", "base", "large", "xlarge"]
 CELL_AXES = ("backbone", "finetune", "loss")  # axes that are RunSpec fields; every other axis is a TrainSpec field
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
-_DIMS = ("hidden", "layers", "heads", "intermediate")
 Loc = tuple  # a YAML path: ("grid", "lr", 2) -> grid.lr[2]
-
-
-class BackboneSpec(BaseModel):
-    """A checkpoint (`pretrained`: hub id or local folder) or an architecture built from a config (`scratch`)."""
-
-    model_config = _FROZEN
-    pretrained: str | None = None
-    scratch: Scratch | None = None
-    shape: Shape | None = None  # a size preset for scratch; tiny when no explicit dims are given
-    hidden: int | None = Field(None, gt=0)
-    layers: int | None = Field(None, gt=0)
-    heads: int | None = Field(None, gt=0)
-    intermediate: int | None = Field(None, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_shape(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("scratch") and data.get("shape") is None:
-            if all(data.get(k) is None for k in _DIMS):
-                return {**data, "shape": "tiny"}
-        return data
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "BackboneSpec":
-        if (self.pretrained is None) == (self.scratch is None):
-            raise ValueError("give exactly one of `pretrained` (hub id or folder) or `scratch` (an architecture)")
-        sized = [k for k in ("shape", *_DIMS) if getattr(self, k) is not None]
-        if self.pretrained is not None and sized:
-            raise ValueError(f"{', '.join(sized)} only apply to `scratch` backbones; a checkpoint has its own size")
-        if self.hidden and self.heads and self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        return self
 
 
 class LoraSpec(BaseModel):

@@ -13,9 +13,11 @@ from ablate.data.readers import read_corpus
 from ablate.errors import UserError
 from ablate.models import (
     LORA_TARGETS,
+    SHAPES,
     SPECIAL_TOKENS,
     BackboneSpec,
     LoraSettings,
+    ShapeDims,
     apply_lora,
     build_char_tokenizer,
     count_parameters,
@@ -243,15 +245,19 @@ def test_counts_reconcile_with_the_papers_table_4(family, shape, vocab_size, pap
 def test_backbone_spec_needs_exactly_one_source():
     assert BackboneSpec(scratch="bert").shape == "base"
     dims = {"hidden": 96, "layers": 1, "heads": 3, "intermediate": 64}
-    assert BackboneSpec(scratch="albert", shape=dims).dims.heads == 3
+    assert BackboneSpec(scratch="albert", **dims).dims == ShapeDims(**dims)
+    # explicit sizes override the preset's, the rest come from it
+    assert BackboneSpec(scratch="bert", shape="tiny", layers=4).dims == ShapeDims(hidden=64, layers=4, heads=2, intermediate=128)
+    assert BackboneSpec(scratch="bert", layers=1).dims == SHAPES["base"].model_copy(update={"layers": 1})
     assert BackboneSpec(pretrained="hfl/chinese-bert-wwm-ext").shape is None
-    bad_dims = {**dims, "heads": 5}  # 96 is not a multiple of 5
     for bad in [
         {},
         {"pretrained": "x", "scratch": "bert"},
         {"pretrained": "x", "shape": "tiny"},
+        {"pretrained": "x", "layers": 2},
         {"scratch": "gpt2"},
-        {"scratch": "bert", "shape": bad_dims},
+        {"scratch": "bert", **dims, "heads": 5},  # 96 is not a multiple of 5
+        {"scratch": "bert", "hidden": 100},  # nor 100 of base's 12 heads
     ]:
         with pytest.raises(pydantic.ValidationError):
             BackboneSpec.model_validate(bad)

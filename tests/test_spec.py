@@ -158,7 +158,7 @@ def test_quickstart_loads_typed_and_resolved(tmp_path: Path):
         tmp_path / "demo_data" / name for name in ("train.jsonl", "train_wa.txt", "test_ft.txt")
     ]
     assert study.backbones["tiny-bert"].shape == "tiny"
-    assert study.backbones["big"].shape is None and study.backbones["big"].hidden == 256
+    assert study.backbones["big"].shape == "base" and study.backbones["big"].dims.hidden == 256
     assert study.backbones["bert"].pretrained == "hfl/chinese-bert-wwm-ext"  # a hub id stays as it is
     assert study.report.tables[0].compare == "loss"
 
@@ -254,8 +254,8 @@ def test_backbone_needs_exactly_one_source():
         BackboneSpec(pretrained="x/y", shape="tiny")
     with pytest.raises(ValidationError, match="multiple of heads"):
         BackboneSpec(scratch="bert", hidden=100, heads=3)
-    assert BackboneSpec(scratch="electra").shape == "tiny"
-    assert BackboneSpec(scratch="electra", layers=2).shape is None
+    assert BackboneSpec(scratch="electra").shape == "base"  # the size of the real checkpoints
+    assert BackboneSpec(scratch="electra", layers=2).dims.layers == 2
 
 
 def test_local_checkpoint_paths_resolve_against_the_study(tmp_path: Path):
