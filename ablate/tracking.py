@@ -71,10 +71,22 @@ class Tracker:
         for name in ("mlflow", "alembic"):  # schema-migration chatter on first use of a store
             logging.getLogger(name).setLevel(logging.WARNING)
         store = local_store_dir(tracking_uri)
-        if store is not None:
-            store.mkdir(parents=True, exist_ok=True)
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
+        if store is None:
+            self.client = MlflowClient(tracking_uri)
+            return
+        # MlflowClient opens the store at once, and a new sqlite store gets its schema by alembic
+        # migrations then; two processes doing that together (workers started at the same moment)
+        # break each other's migration. One at a time, under a lock file beside the store.
+        import fcntl
+
+        store.mkdir(parents=True, exist_ok=True)
+        with open(store / ".store.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.client = MlflowClient(tracking_uri)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # ---- experiments and the parent run -------------------------------------------------
     def experiment_id(self, study: str, create: bool = True) -> str | None:

@@ -77,3 +77,23 @@ def test_fast_read_declines_what_is_not_an_mlflow_sqlite_store(tmp_path):
     con.commit()
     con.close()
     assert cell_status(f"sqlite:///{tmp_path / 'other.db'}", "s") is None
+
+
+def test_workers_opening_a_new_store_at_once_all_get_it(tmp_path):
+    """MLflow migrates a new sqlite schema on first open; concurrent first opens used to break it."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, time\n"
+        "from ablate.tracking import Tracker\n"
+        "while time.time() < float(sys.argv[2]): time.sleep(0.001)\n"
+        "print(Tracker(f'sqlite:///{sys.argv[1]}/mlflow.db').experiment_id('s'))\n"
+    )
+    start = str(time.time() + 5)  # after every process has imported mlflow
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), start], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-400:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1
