@@ -1,0 +1,201 @@
+"""Run-level specs: the frozen models a `RunSpec` is made of (train, LoRA, focal, data files), and its MLflow params."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from ablate.data.readers import JSONL_SUFFIXES
+from ablate.data.tags import Unknown
+from ablate.models import BackboneSpec
+from ablate.spec.problems import Loc, _dotted
+
+Finetune = Literal["lora", "full"]
+Loss = Literal["ce", "focal"]
+CELL_AXES = ("backbone", "finetune", "loss")  # axes that are RunSpec fields; every other axis is a TrainSpec field
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class LoraSpec(BaseModel):
+    model_config = _FROZEN
+    r: int = Field(16, gt=0)  # paper: r=16
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | None = None  # None: chosen per architecture (models.py)
+
+
+class FocalSpec(BaseModel):
+    model_config = _FROZEN
+    gamma: float = Field(2.0, ge=0)
+    alpha: Literal["none", "inverse_freq", "learned"] = "learned"  # paper: alpha_t trainable
+
+
+class TrainSpec(BaseModel):
+    """Fixed training settings; any field can also be a grid axis (dotted for lora.* / focal.*)."""
+
+    model_config = _FROZEN
+    lr: float = Field(1e-5, gt=0)  # paper: 1e-5
+    epochs: int = Field(20, ge=1)  # paper: 20
+    seed: int = 1
+    batch_size: int = Field(16, ge=1)  # paper: 1; 16 keeps a GPU busy
+    eval_batch_size: int = Field(64, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # paper: "warm-up", ratio not given
+    warmup_steps: int | None = Field(None, ge=0)  # wins over warmup_ratio when set
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(5.0, gt=0)  # paper: 5
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    select_metric: str = "dev/macro_f1"
+    early_stopping: int | None = Field(None, ge=1)  # patience in epochs; None trains every epoch
+    save_model: bool = False
+    lora: LoraSpec = LoraSpec()
+    focal: FocalSpec = FocalSpec()
+
+    @field_validator("select_metric")
+    @classmethod
+    def _dev_metric(cls, v: str) -> str:
+        if not v.startswith("dev/"):
+            raise ValueError(f"must be a dev/ metric such as dev/macro_f1 (selecting on {v!r} would leak test data)")
+        return v
+
+
+class FileSpec(BaseModel):
+    """A corpus file: jsonl records carry their genre; a CoNLL file needs `genre`."""
+
+    model_config = _FROZEN
+    path: Path
+    genre: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_path(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _genre_for_conll(self) -> "FileSpec":
+        if self.genre is None and self.path.suffix.lower() not in JSONL_SUFFIXES:
+            raise ValueError(f"{self.path} is a CoNLL file and names no genre; add one, e.g. {{path: {self.path}, genre: ft}}")
+        return self
+
+
+class DevSplit(BaseModel):
+    """Dev data carved out of train (the paper's 80/20 split)."""
+
+    model_config = _FROZEN
+    split: float = Field(gt=0, lt=1)
+    seed: int = 0
+
+
+def _dev_kind(v: Any) -> str:
+    return "<files>" if isinstance(v, (list, tuple)) else "<split>"
+
+
+DevData = Annotated[
+    Union[Annotated[DevSplit, Tag("<split>")], Annotated[list[FileSpec], Tag("<files>")]], Discriminator(_dev_kind)
+]
+
+
+class DataSpec(BaseModel):
+    """Where the corpus is; `load_study` makes `root` absolute, file paths are relative to it."""
+
+    model_config = _FROZEN
+    root: Path = Path(".")
+    train: list[FileSpec] = Field(min_length=1)
+    dev: DevData
+    test: list[FileSpec] = []
+    unknown_tags: Unknown = "error"
+    max_length: int = Field(128, ge=4)
+
+    def resolve(self, path: Path) -> Path:
+        """An absolute path for a file path of this spec (no symlink resolution, no disk access)."""
+        return Path(os.path.abspath(self.root / path))
+
+    def files(self) -> list[tuple[Loc, FileSpec]]:
+        """(YAML path, file) for every train, dev (when files) and test file."""
+        dev = self.dev if isinstance(self.dev, list) else []
+        return [((role, i), f) for role, fs in (("train", self.train), ("dev", dev), ("test", self.test)) for i, f in enumerate(fs)]
+
+    def resolved_files(self) -> list[Path]:
+        """Absolute paths of all data files, train then dev then test."""
+        return [self.resolve(f.path) for _, f in self.files()]
+
+    @model_validator(mode="after")
+    def _no_leak(self) -> "DataSpec":
+        # The same file twice is a mistake; in train and test it would also leak test data into training.
+        seen: dict[Path, Loc] = {}
+        for loc, f in self.files():
+            p = self.resolve(f.path)
+            if p in seen:
+                raise ValueError(f"{_dotted(('data', *loc))} is the same file as {_dotted(('data', *seen[p]))}: {p}")
+            seen[p] = loc
+        return self
+
+
+class SpaceDim(BaseModel):
+    """One searched axis: a range (`low`, `high`, optional `log` or `step`) or a list of `choices`."""
+
+    model_config = _FROZEN
+    low: Any = None
+    high: Any = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "SpaceDim":
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if ranged or self.log or self.step is not None:
+                raise ValueError("give either `choices` or a range (`low`, `high`, `log`, `step`), not both")
+            if not self.choices:
+                raise ValueError("empty `choices`; give at least one value")
+        elif self.low is None or self.high is None:
+            raise ValueError("give `low` and `high` (a range) or `choices` (a list)")
+        if self.log and self.step is not None:
+            raise ValueError("`log` and `step` cannot be combined (Optuna samples one or the other)")
+        return self
+
+
+class RunSpec(BaseModel):
+    """One grid cell, fully resolved: everything a worker needs to train it, nothing else."""
+
+    model_config = _FROZEN
+    study: str
+    backbone: str  # a key of the study's `backbones:` table
+    backbone_spec: BackboneSpec
+    finetune: Finetune
+    loss: Loss
+    train: TrainSpec
+    data: DataSpec
+    axes: dict[str, Any]  # this cell's value on every grid axis (derived; not part of the run's identity)
+
+    def flat_params(self) -> dict[str, str]:
+        """Dotted keys -> strings for MLflow: strings as they are, everything else as JSON (`1e-05`, `true`, `null`).
+
+        Nested models become dotted keys, list items of models get their index (`data.train.0.path`);
+        `axes` is left out: axis `k` is the param `param_key(k)`.
+        """
+        out: dict[str, str] = {}
+        _flatten(self.model_dump(mode="json", exclude={"axes"}), "", out)
+        return out
+
+
+def param_key(axis: str) -> str:
+    """The `flat_params` key of a grid axis: `backbone` -> `backbone`, `lora.r` -> `train.lora.r`."""
+    return axis if axis in CELL_AXES else f"train.{axis}"
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}.{i}", out)
+    else:
+        out[prefix] = value if isinstance(value, str) else json.dumps(value)
