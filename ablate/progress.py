@@ -30,7 +30,7 @@ def _table(study: str, cells: dict, started: float, finished_at_start: int):
 
 
 def snapshot(tracker, study: str, run_ids: list[str]) -> dict:
-    from ablate.scheduler import read_status
+    from ablate.store_read import read_status
 
     status = read_status(tracker.uri, study, tracker)
     out = {}

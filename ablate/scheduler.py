@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablate.errors import UserError
+from ablate.store_read import read_status
 
 EXIT_OK, EXIT_FAILED, EXIT_OOM, EXIT_INTERRUPTED = 0, 1, 3, 130
 EXIT_LOST = -1  # not a process exit code: the worker stopped a cell whose trial was re-queued elsewhere
@@ -103,36 +103,6 @@ def _store_exists(tracking_uri: str) -> bool:
 
     store = local_store_dir(tracking_uri)
     return store is None or Path(tracking_uri[len("sqlite:///"):]).exists()
-
-
-def read_status(tracking_uri: str, study_name: str, tracker=None) -> dict[str, dict]:
-    """run_id -> {status, attempts, metrics (final), error} of every cell MLflow holds.
-
-    A local sqlite store is read directly (`ablate.store_read`: no mlflow import, seconds for
-    10,000 cells); any other store, or a sqlite file that does not look like MLflow's, through
-    `MlflowClient`.
-    """
-    from ablate.store_read import cell_status
-
-    fast = cell_status(tracking_uri, study_name)
-    if fast is not None:
-        return fast
-    from ablate.tracking import Tracker
-
-    return client_status(tracker or Tracker(tracking_uri), study_name)
-
-
-def client_status(tracker, study_name: str) -> dict[str, dict]:
-    """`read_status` through `MlflowClient.search_runs` (any store)."""
-    from ablate.tracking import final_metrics
-
-    out = {}
-    for rid, st in tracker.cell_status(tracker.experiment_id(study_name, create=False)).items():
-        r = st["run"]
-        out[rid] = {"status": r.info.status, "attempts": st["attempts"], "metrics": final_metrics(r),
-                    "error": r.data.tags.get("ablate.error"), "name": r.info.run_name,
-                    "worker": r.data.tags.get("ablate.worker", ""), "mlflow_run_id": r.info.run_id}
-    return out
 
 
 def _with_status(cells: list[Cell], status: dict[str, dict]) -> list[Cell]:

@@ -1,4 +1,4 @@
-"""Cell status straight from a local MLflow sqlite store: read-only, stdlib `sqlite3`, no mlflow import.
+"""Cell status from MLflow: a local sqlite store read directly (stdlib `sqlite3`, no mlflow import), else MlflowClient.
 
 `ablate plan` and `ablate status` on a 10,000-cell study must answer in a few seconds. Through
 `MlflowClient` the same answer costs ~1.2 s to import mlflow, ~1.5 s to open the store (its
@@ -106,4 +106,32 @@ def _read(con: sqlite3.Connection, study: str) -> dict[str, dict[str, Any]]:
                 pass
         out[rid] = {"status": status, "attempts": attempts, "metrics": m, "error": t.get("ablate.error"),
                     "name": name, "worker": t.get("ablate.worker", ""), "mlflow_run_id": uuid}
+    return out
+
+
+def read_status(tracking_uri: str, study_name: str, tracker=None) -> dict[str, dict]:
+    """run_id -> {status, attempts, metrics (final), error} of every cell MLflow holds.
+
+    A local sqlite store is read directly (`ablate.store_read`: no mlflow import, seconds for
+    10,000 cells); any other store, or a sqlite file that does not look like MLflow's, through
+    `MlflowClient`.
+    """
+    fast = cell_status(tracking_uri, study_name)
+    if fast is not None:
+        return fast
+    from ablate.tracking import Tracker
+
+    return client_status(tracker or Tracker(tracking_uri), study_name)
+
+
+def client_status(tracker, study_name: str) -> dict[str, dict]:
+    """`read_status` through `MlflowClient.search_runs` (any store)."""
+    from ablate.tracking import final_metrics
+
+    out = {}
+    for rid, st in tracker.cell_status(tracker.experiment_id(study_name, create=False)).items():
+        r = st["run"]
+        out[rid] = {"status": r.info.status, "attempts": st["attempts"], "metrics": final_metrics(r),
+                    "error": r.data.tags.get("ablate.error"), "name": r.info.run_name,
+                    "worker": r.data.tags.get("ablate.worker", ""), "mlflow_run_id": r.info.run_id}
     return out

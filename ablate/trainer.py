@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from ablate.data.encode import Window, batches, collate, stitch
 from ablate.data.readers import Sentence, write_conll

@@ -22,7 +22,7 @@ def test_final_metrics_are_the_best_epochs_not_the_last(tmp_path):
 
 def test_sqlite_fast_read_equals_the_mlflow_client_read(tmp_path):
     """`plan`/`status` read a local store with sqlite3; they must see what MlflowClient sees."""
-    from ablate.scheduler import client_status, read_status
+    from ablate.store_read import client_status, read_status
     from ablate.store_read import cell_status
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
