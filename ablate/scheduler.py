@@ -99,10 +99,10 @@ def plan(place: Place, read_mlflow: bool = True) -> tuple[object, list[Cell]]:
 
 def _store_exists(tracking_uri: str) -> bool:
     """False for a local sqlite store not created yet: nothing has run, and opening it would create it."""
-    from ablate.tracking import local_store_dir
+    from ablate.tracking import sqlite_file
 
-    store = local_store_dir(tracking_uri)
-    return store is None or Path(tracking_uri[len("sqlite:///"):]).exists()
+    db = sqlite_file(tracking_uri)
+    return db is None or db.exists()
 
 
 def _with_status(cells: list[Cell], status: dict[str, dict]) -> list[Cell]:

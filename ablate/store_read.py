@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from pathlib import Path
 from typing import Any
 
-from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, local_store_dir
+from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, sqlite_file
 
 _NEEDED = {
     "experiments": {"experiment_id", "name"},
@@ -29,13 +28,11 @@ _TAGS = (RUN_ID, ROLE, ATTEMPT, FINAL_TAG, "ablate.error", "ablate.worker")
 
 
 def _connect(tracking_uri: str) -> sqlite3.Connection | None:
-    if local_store_dir(tracking_uri) is None:
-        return None
-    path = Path(tracking_uri[len("sqlite:///"):])
-    if not path.is_file():
+    path = sqlite_file(tracking_uri)
+    if path is None or not path.is_file():
         return None
     try:
-        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         for table, cols in _NEEDED.items():
             have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
             if not cols <= have:

@@ -33,11 +33,17 @@ def default_tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{((root or Path.cwd()) / 'mlruns').resolve() / 'mlflow.db'}"
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a local sqlite store (a relative path is relative to the cwd), else None."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///"):])
+    return None
+
+
 def local_store_dir(tracking_uri: str) -> Path | None:
     """The folder of a sqlite store (where artifacts and the queue journal live), else None."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///"):]).parent
-    return None
+    db = sqlite_file(tracking_uri)
+    return db.parent if db is not None else None
 
 
 def _versions() -> dict[str, str]:

@@ -20,7 +20,7 @@ def test_final_metrics_are_the_best_epochs_not_the_last(tmp_path):
     assert frame.set_index("run_id").loc["def", "status"] == "MISSING"
 
 
-def test_sqlite_fast_read_equals_the_mlflow_client_read(tmp_path):
+def test_sqlite_fast_read_equals_the_mlflow_client_read(tmp_path, monkeypatch):
     """`plan`/`status` read a local store with sqlite3; they must see what MlflowClient sees."""
     from ablate.store_read import client_status, read_status
     from ablate.store_read import cell_status
@@ -63,6 +63,8 @@ def test_sqlite_fast_read_equals_the_mlflow_client_read(tmp_path):
     assert (fast["b"]["status"], fast["b"]["attempts"], fast["b"]["error"]) == ("KILLED", 2, "RuntimeError: boom b2")
     assert fast["c"]["status"] == "RUNNING" and fast["c"]["metrics"]["dev/macro_f1"] == 0.3
     assert cell_status(uri, "never-ran") == {} and read_status(uri, "s") == fast
+    monkeypatch.chdir(tmp_path)  # the README's relative form, sqlite:///mlruns/mlflow.db, is relative to the cwd
+    assert cell_status("sqlite:///mlflow.db", "s") == fast
 
 
 def test_fast_read_declines_what_is_not_an_mlflow_sqlite_store(tmp_path):
