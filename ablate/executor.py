@@ -202,6 +202,7 @@ def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path:
     ends this cell at once (kill -9 of a worker must not leave its cell training on).
     """
     _die_with_parent(worker_pid)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the fork server ignores SIGINT; a cell must not
     from ablate.search import EXIT_PRUNED, Pruned, finish_pruned, trial_reporter
     from ablate.spec import RunSpec
     from ablate.tracking import Tracker

@@ -230,6 +230,24 @@ class CellQueue:
         except UpdateFinishedTrialError:
             pass
 
+    def release(self, trial_id: int, reason: str) -> None:
+        """Give a claimed cell back at once (its worker was interrupted): the trial ends, uncounted, and a
+        copy waits for the next worker, so a resumed study need not wait out the heartbeat grace."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        t = self.storage.get_trial(trial_id)
+        try:
+            self.storage.set_trial_user_attr(trial_id, ERROR, reason)
+            self.storage.set_trial_user_attr(trial_id, UNCOUNTED, "released; re-queued")
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return  # reaped meanwhile: already re-queued
+        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        carried = {k: t.user_attrs[k] for k in _CARRIED if k in t.user_attrs}
+        self._add(params, {**carried, ATTEMPT: int(t.user_attrs.get(ATTEMPT, 1)) + 1,
+                           PREVIOUS: list(t.user_attrs.get(PREVIOUS, [])) + [t.number]})
+
     def reap_stale(self, grace: float) -> list[tuple[str, str | None]]:
         """Fail trials whose worker stopped beating; re-queue them while attempts remain.
 

@@ -113,6 +113,18 @@ def _with_status(cells: list[Cell], status: dict[str, dict]) -> list[Cell]:
     return cells
 
 
+def check_data(study, log=print) -> None:
+    """Read and repair the study's data once before anything is queued: a bad file is one message
+    (exit 2) here, not the same failure in every cell. Repairs and warnings are counted."""
+    from ablate.executor import load_corpus
+
+    corpus = load_corpus(study.data)
+    if corpus.repairs or corpus.warnings:
+        kinds = sorted({f"{r.from_[:2]}X->{r.to[:2]}X" for r in corpus.repairs})
+        log(f"data: {len(corpus.repairs)} tags repaired ({', '.join(kinds) or 'none'}), {len(corpus.warnings)} warnings "
+            f"(`ablate data check` lists them)")
+
+
 def enqueue(queue, cells: list[Cell]) -> int:
     """Queue the cells MLflow has not FINISHED (numbering each retry's attempt after MLflow's runs)."""
     done = {c.run_id for c in cells if c.status == "FINISHED"}
@@ -158,7 +170,13 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan
     # per cell (no memory carried over) without paying ~4-8 s of imports each time. Started
     # first: it imports while this process opens the store and the queue.
     ctx.set_forkserver_preload(PRELOAD)
-    forkserver.ensure_running()
+    # The server inherits an ignored SIGINT: a Ctrl-C while it imports must not kill it with a
+    # traceback (once it serves, it ignores SIGINT itself; cells restore the default handler).
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
     study = load_study(place.study_path, list(place.overrides))
     tracker = Tracker(place.tracking_uri)
     exp = tracker.experiment_id(study.name)
@@ -171,6 +189,7 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan
     study, specs, names = load_cells(place, study)
     queue = CellQueue(place.storage, study.name, place.max_attempts)
     if plan_first:
+        check_data(study, log)
         cells = _with_status([Cell(rid, names[rid], dict(s.axes)) for rid, s in specs.items()],
                              read_status(place.tracking_uri, study.name, tracker))
         enqueue(queue, cells)
@@ -196,10 +215,14 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan
         # The attempt is MLflow's count of this cell's runs plus one: right even when a planning
         # duplicate, not the re-queued copy, is the trial that retries a lost cell.
         claim = dataclasses.replace(claim, attempt=len(prior) + 1)
-        with queue.heartbeat_thread(claim.trial_id, place.heartbeat_seconds) as beat:
-            _, value, error = _run_with_oom_retries(ctx, place, tracker, exp, parent, study.name, claim, spec, names[claim.run_id],
-                                                    lambda mid, attempt: queue.started(claim.trial_id, mid, attempt), worker, log,
-                                                    lost=beat.lost)
+        try:
+            with queue.heartbeat_thread(claim.trial_id, place.heartbeat_seconds) as beat:
+                _, value, error = _run_with_oom_retries(ctx, place, tracker, exp, parent, study.name, claim, spec, names[claim.run_id],
+                                                        lambda mid, attempt: queue.started(claim.trial_id, mid, attempt), worker,
+                                                        log, lost=beat.lost)
+        except KeyboardInterrupt:
+            queue.release(claim.trial_id, f"interrupted on {worker}")  # MLflow has the run as KILLED
+            raise
         queue.finish(claim.trial_id, value, error)
         counts["failed" if error else "finished"] += 1
 
@@ -259,8 +282,8 @@ def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str, trial_js
         result_path = Path(tmp) / "result.json"
         proc = ctx.Process(target=run_cell, args=(spec.model_dump_json(), tracking_uri, mlflow_run_id, str(result_path),
                                                   trial_json, os.getpid()))
-        proc.start()
         try:
+            proc.start()  # waits for the fork server, which may still be importing
             while proc.exitcode is None:
                 proc.join(timeout=1.0)
                 if lost is not None and lost.is_set() and proc.exitcode is None:
@@ -268,7 +291,9 @@ def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str, trial_js
                     proc.join(timeout=60)
                     return EXIT_LOST, None, "this worker's claim went stale and its cell was re-queued; stopped here"
         except KeyboardInterrupt:
-            proc.join(timeout=60)  # the cell got the same SIGINT: let it mark itself KILLED
+            if proc.pid is not None:
+                proc.join(timeout=60)  # the cell got the same SIGINT: let it mark itself KILLED
+            _killed_unless_ended(tracking_uri, mlflow_run_id)  # it may never have started
             raise
         code = proc.exitcode
         out = json.loads(result_path.read_text()) if result_path.exists() else {}
@@ -282,6 +307,17 @@ def _run_cell_process(ctx, spec, tracking_uri: str, mlflow_run_id: str, trial_js
             pass
         return EXIT_FAILED, None, error
     return code or 0, out.get("value"), out.get("error")
+
+
+def _killed_unless_ended(tracking_uri: str, mlflow_run_id: str) -> None:
+    from ablate.tracking import Tracker
+
+    try:
+        tracker = Tracker(tracking_uri)
+        if tracker.client.get_run(mlflow_run_id).info.status == "RUNNING":
+            tracker.fail_cell(mlflow_run_id, "interrupted (Ctrl-C) before the cell process ended", "KILLED")
+    except Exception:  # noqa: BLE001 - the store is unreachable too; the heartbeat grace covers it
+        pass
 
 
 # ---- the `ablate run` front end -------------------------------------------------------------------
@@ -318,6 +354,8 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
     study, cells = plan(place)
     done = {c.run_id for c in cells if c.status == "FINISHED"}
     log = console.print if console else print
+    if len(done) < len(cells) or study.search is not None:
+        check_data(study, log)
     if study.search is None:
         queued = enqueue(CellQueue(place.storage, study.name, place.max_attempts), cells)
         log(f"{study.name}: {len(cells)} cells, {len(done)} finished, {queued} queued; MLflow {place.tracking_uri}; queue {place.storage}")
@@ -373,6 +411,8 @@ def work_on_gpus(place: Place, gpus: list[str], plan_first: bool = True) -> int:
     from ablate.queue import CellQueue
 
     study, cells = plan(place)
+    if plan_first:
+        check_data(study)
     if plan_first and study.search is None:
         enqueue(CellQueue(place.storage, study.name, place.max_attempts), cells)
     procs = [subprocess.Popen(worker_command(place, g), env={**os.environ, "CUDA_VISIBLE_DEVICES": g}) for g in gpus]

@@ -96,3 +96,45 @@ def test_bad_study_is_one_message_exit_2_and_writes_nothing(study_dir):
     assert r.returncode == 2 and "did you mean" in r.stderr and "epochs" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (study_dir / "mlruns").exists()
+
+
+def test_bad_data_is_one_message_before_any_cell_runs(study_dir):
+    """A bad tag in a training file stops `run` once (exit 2, file:line), not once per cell."""
+    study = tiny_study(study_dir)
+    train = study_dir / "data" / "train.jsonl"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[2])
+    row["character_label"][0] = "X-FOO"
+    lines[2] = json.dumps(row, ensure_ascii=False)
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = ablate("run", study, "--no-display", cwd=study_dir)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "train.jsonl:3" in r.stderr and "X-FOO" in r.stderr and "Traceback" not in r.stderr
+    assert "FAILED" not in r.stdout and not (study_dir / "mlruns" / "mlflow.db").exists()
+
+
+def test_ctrl_c_gives_the_running_cell_back_at_once(study_dir):
+    """After Ctrl-C the cell is KILLED in MLflow and queued again: a re-run does not wait out the grace."""
+    from ablate.queue import CellQueue
+
+    study = tiny_study(study_dir, grid={"lr": [1.0e-3, 2.0e-3]}, epochs=40)
+    proc = subprocess.Popen([ABLATE, "run", str(study), "--no-display"], cwd=study_dir,
+                            env={**os.environ, "ABLATE_CACHE": str(study_dir / "cache")},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if ": running" in line:  # a cell started (the study's path may hold the word too)
+            break
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + out
+    statuses = [s for v in _by_cell(finished_runs(study_dir, "tiny")).values() for s in v]
+    assert "KILLED" in statuses and "RUNNING" not in statuses
+    queue = CellQueue(str(study_dir / "mlruns" / "queue.journal"), "tiny")
+    states = Counter(t.state.name for t in queue.trials())
+    assert states["RUNNING"] == 0 and states["WAITING"] >= 1, states
+    # With a grace of 10 minutes a cell left RUNNING in the queue would hold the re-run past its timeout.
+    r = ablate("run", study, "--no-display", "--grace", "600", cwd=study_dir, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
