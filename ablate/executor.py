@@ -129,7 +129,7 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
 
     from ablate.data.encode import encode_cached
     from ablate.losses import build_loss
-    from ablate.models import LoraSettings, count_parameters, load_model
+    from ablate.models import LoraSettings, count_parameters, load_model, position_limit
     from ablate.trainer import Split, train
 
     from transformers.utils import logging as hf_logging
@@ -150,6 +150,10 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     model, tokenizer = load_model(model_path, corpus.labels, spec.finetune, lora_settings)
     label2id = {t: i for i, t in enumerate(corpus.labels)}
     max_length = spec.data.max_length
+    limit = position_limit(model.config)
+    if limit is not None and max_length > limit:
+        raise UserError(f"data.max_length {max_length} is more than the {limit} positions of {model_path}; lower it "
+                        "(longer sentences are windowed, so nothing is lost)")
     enc = lambda sents: encode_cached(sents, tokenizer, label2id, max_length, cache / "encodings")  # noqa: E731
     train_split = Split(enc(corpus.train), corpus.train)
     dev = Split(enc(corpus.dev), corpus.dev)

@@ -171,6 +171,19 @@ def build_char_tokenizer(sentences_chars: Iterable[Iterable[str]], out_dir: Path
     return out_dir
 
 
+def position_limit(config) -> int | None:
+    """The most tokens one window may hold: absolute position embeddings cap it, relative ones
+    (DeBERTa-v2 without `position_biased_input`) do not. RoBERTa's positions start after its pad id."""
+    if getattr(config, "position_biased_input", True) is False:
+        return None
+    n = getattr(config, "max_position_embeddings", None)
+    if n is None:
+        return None
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        n -= (config.pad_token_id if config.pad_token_id is not None else 1) + 1
+    return n
+
+
 def scratch_config(spec: BackboneSpec, vocab_size: int, pad_token_id: int = 0) -> Any:
     """The transformers config of a scratch backbone: the family's real architecture at `spec.dims`."""
     from transformers import AlbertConfig, BertConfig, DebertaV2Config, ElectraConfig, RobertaConfig

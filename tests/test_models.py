@@ -278,3 +278,11 @@ def test_bad_local_folders_are_user_errors(tmp_path):
         load_model(str(tmp_path / "missing" / "model"), LABELS)
     with pytest.raises(UserError, match="no config.json"):
         load_model(tmp_path, LABELS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_position_limit_of_each_scratch_family(family):
+    from ablate.models import MAX_POSITIONS, position_limit
+
+    config = scratch_config(BackboneSpec(scratch=family, shape="tiny"), vocab_size=50)
+    assert position_limit(config) == (None if family == "deberta-v2" else MAX_POSITIONS)  # DeBERTa-v2: relative

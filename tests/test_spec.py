@@ -308,3 +308,17 @@ def test_flat_params_are_dotted_strings_covering_every_axis(tmp_path: Path):
 def test_study_spec_round_trips_through_json(tmp_path: Path):
     study = load_study(write_study(tmp_path))
     assert StudySpec.model_validate_json(study.model_dump_json()) == study
+
+
+def test_a_comparison_needs_two_values_and_windows_must_fit_the_positions():
+    table = {"name": "t", "rows": ["backbone"], "columns": ["f1"], "compare": "finetune"}
+    with pytest.raises(ValidationError, match=r"finetune has 1 value\(s\) in the grid \(full\)"):
+        StudySpec.model_validate(minimal(grid={"finetune": ["full"]}, report={"tables": [table]}))
+    with pytest.raises(ValidationError, match=r"lr has 0 value\(s\) in the grid"):
+        StudySpec.model_validate(minimal(report={"tables": [{**table, "compare": "lr"}]}))
+    assert StudySpec.model_validate(minimal(grid={"finetune": ["full", "lora"]}, report={"tables": [table]}))
+    too_long = minimal(data={"root": "/d", "train": ["train.jsonl"], "dev": {"split": 0.2}, "max_length": 513})
+    with pytest.raises(ValidationError, match="more than the 512 positions of the scratch backbones"):
+        StudySpec.model_validate(too_long)
+    too_long["backbones"] = {"hub": {"pretrained": "hfl/chinese-bert-wwm-ext"}}  # checked against its config when it loads
+    assert StudySpec.model_validate(too_long).data.max_length == 513

@@ -10,9 +10,9 @@ import json
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from ablate.models import BackboneSpec
+from ablate.models import MAX_POSITIONS, BackboneSpec
 from ablate.report.config import ReportSpec
 from ablate.spec.problems import Loc, _branches, _not_one_of, _Problems, _step, _suggest
 from ablate.spec.schema import CELL_AXES, _FROZEN, DataSpec, Finetune, Loss, SpaceDim, TrainSpec
@@ -104,6 +104,29 @@ class StudySpec(BaseModel):
         if problems:
             raise _Problems(problems)
         return report
+
+
+    @model_validator(mode="after")
+    def _fits_the_grid(self) -> "StudySpec":
+        """What only the whole study can say: each `compare:` axis has two values, windows fit the positions."""
+        problems: list[tuple[Loc, str]] = []
+        if self.search is None:
+            for i, t in enumerate(self.report.tables):
+                axis = t.compare
+                if axis is None or axis in t.where:
+                    continue
+                values = self.grid.get(axis, [])
+                if len(values) != 2:
+                    shown = ", ".join(map(str, values)) or "not an axis of the grid"
+                    problems.append((("report", "tables", i, "compare"),
+                                     f"{axis} has {len(values)} value(s) in the grid ({shown}); a comparison needs exactly two"))
+        scratch = [n for n in self.grid.get("backbone", list(self.backbones)) if self.backbones[n].scratch is not None]
+        if scratch and self.data.max_length > MAX_POSITIONS:
+            problems.append((("data", "max_length"), f"{self.data.max_length} is more than the {MAX_POSITIONS} positions of "
+                             f"the scratch backbones ({', '.join(scratch)}); longer sentences are windowed, so nothing is lost"))
+        if problems:
+            raise _Problems(problems)
+        return self
 
 
 # ---------------------------------------------------------------- grid axes

@@ -138,3 +138,10 @@ def test_ctrl_c_gives_the_running_cell_back_at_once(study_dir):
     # With a grace of 10 minutes a cell left RUNNING in the queue would hold the re-run past its timeout.
     r = ablate("run", study, "--no-display", "--grace", "600", cwd=study_dir, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_report_on_a_study_never_run_says_so_and_creates_nothing(study_dir):
+    study = tiny_study(study_dir)
+    r = ablate("report", study, cwd=study_dir)
+    assert r.returncode == 2 and "nothing to report for tiny: no MLflow store" in r.stderr, r.stderr
+    assert not (study_dir / "mlruns").exists() and not (study_dir / "reports").exists()
