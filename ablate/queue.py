@@ -281,11 +281,6 @@ class CellQueue:
             reaped.append((_run_id(t), t.user_attrs.get(MLFLOW_RUN)))
         return reaped
 
-    def counts(self) -> dict[str, int]:
-        from collections import Counter
-
-        return dict(Counter(t.state.name for t in self.trials()))
-
     def holders(self) -> list[dict]:
         """Who (host, pid, GPU) holds which cell right now, with its attempt and heartbeat age."""
         from optuna.trial import TrialState

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablate.data.readers import JSONL_SUFFIXES, Sentence, read_corpus
-from ablate.data.tags import Note, Repair, Unknown, count_entities, repair_tags
+from ablate.data.tags import Note, Repair, Unknown, repair_tags
+from ablate.metrics import get_entities
 from ablate.errors import DataError, UserError
 
 LENGTH_LIMITS = (126, 254, 510)  # BERT's 128/256/512 positions less [CLS] and [SEP]
@@ -60,7 +61,7 @@ def check(args: list[str], genre: str | None = None, unknown: Unknown = "error")
                 "path": str(path),
                 "sentences": len(sents),
                 "characters": sum(len(s) for s in sents),
-                "entities": sum(len(count_entities(s.tags)) for s in sents),
+                "entities": sum(len(get_entities(s.tags)) for s in sents),
             }
         )
         result.repairs += repairs
@@ -94,13 +95,13 @@ def stats(args: list[str], genre: str | None = None) -> dict:
     if not sentences:
         raise UserError("no sentences to describe")
     genres = sorted({s.genre for s in sentences})
-    types = sorted({t for s in sentences for t, _, _ in count_entities(s.tags)})
+    types = sorted({t for s in sentences for t, _, _ in get_entities(s.tags)})
     table = {g: {t: 0 for t in types} for g in genres}
     per_genre = {g: {"sentences": 0, "characters": 0} for g in genres}
     for s in sentences:
         per_genre[s.genre]["sentences"] += 1
         per_genre[s.genre]["characters"] += len(s)
-        for t, _, _ in count_entities(s.tags):
+        for t, _, _ in get_entities(s.tags):
             table[s.genre][t] += 1
     lengths = sorted(len(s) for s in sentences)
     return {

@@ -57,10 +57,6 @@ class Repaired:
     warnings: list[Note]
 
 
-def entity_type(tag: str) -> str | None:
-    return None if tag == "O" else tag[2:]
-
-
 def repair_tags(sentences: list[Sentence], path: str, unknown: Unknown = "error") -> Repaired:
     """Fix known tag noise, warn on I- tags that open an entity, reject anything else.
 
@@ -124,19 +120,3 @@ def unseen_types(train_types: Iterable[str], sentences: Iterable[Sentence], path
     known = set(train_types)
     missing = sorted(set(entity_types(sentences)) - known)
     return [Note(path, 0, f"entity type {t} does not occur in the training data") for t in missing]
-
-
-def count_entities(tags: Iterable[str]) -> list[tuple[str, int, int]]:
-    """Entities as (type, start, end) in conlleval's reading (an I- after O or another type opens one)."""
-    spans: list[tuple[str, int, int]] = []
-    cur_type, start = None, 0
-    tags = list(tags)
-    for i, tag in enumerate(tags + ["O"]):
-        t = None if tag == "O" else tag[2:]
-        opens = t is not None and (tag.startswith("B-") or t != cur_type)
-        if cur_type is not None and (t is None or opens):
-            spans.append((cur_type, start, i))
-            cur_type = None
-        if opens:
-            cur_type, start = t, i
-    return spans

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ablate.data.readers import Sentence, read_conll
-from ablate.data.tags import count_entities, entity_types, label_list, repair_tags, unseen_types
+from ablate.data.tags import entity_types, label_list, repair_tags, unseen_types
+from ablate.metrics import get_entities
 from ablate.errors import DataError
 
 
@@ -33,7 +34,7 @@ def test_i_after_o_or_other_type_warns_and_keeps_the_tag():
 
 
 def test_entities_follow_conlleval():
-    assert count_entities(["O", "I-A", "I-A", "B-A", "I-B", "O"]) == [("A", 1, 3), ("A", 3, 4), ("B", 4, 5)]
+    assert get_entities(["O", "I-A", "I-A", "B-A", "I-B", "O"]) == [("A", 1, 2), ("A", 3, 3), ("B", 4, 4)]
 
 
 def test_label_set_is_inferred_not_hard_coded():
