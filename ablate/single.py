@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 from pathlib import Path
 
 import yaml
 
 from ablate.data.stats import parse_source
+from ablate.errors import UserError
+from ablate.spec.problems import StudyError
 
 
 def _files(args: list[str]) -> list[dict]:
@@ -22,7 +26,33 @@ def _backbone(arg: str) -> dict:
     if arg.startswith("scratch:"):
         parts = arg.split(":")
         return {"scratch": parts[1], **({"shape": parts[2]} if len(parts) > 2 else {})}
+    if arg.startswith(("./", "../", "~")):  # a folder of the user's: against the working directory, not the temp study
+        return {"pretrained": os.path.abspath(Path(arg).expanduser())}
     return {"pretrained": arg}
+
+
+# Study paths that `train_one` fills from a flag (longest first): problems there name the flag, not the YAML.
+_FLAGS = [("grid.finetune", "--finetune"), ("grid.loss", "--loss"), ("grid.lr", "--lr"), ("grid.epochs", "--epochs"),
+          ("grid.seed", "--seed"), ("grid.batch_size", "--batch-size"), ("data.max_length", "--max-length"),
+          ("data.train", "--train"), ("data.dev", "--dev"), ("data.test", "--test"), ("data", "--train/--dev/--test"),
+          ("backbones", "--backbone")]
+
+
+def _flag_problem(problem: str, study_path: Path, overrides: list[str]) -> str:
+    """`/tmp/x/train.yaml:20: grid.finetune[0]: 'half' is not ...` -> `--finetune: 'half' is not ...`."""
+    rest = problem[len(str(study_path)):] if problem.startswith(str(study_path)) else problem
+    rest = re.sub(r"^:\d+(?::\d+)?: ", "", rest).removeprefix(": ")
+    for item in overrides:  # `--set KEY=V: msg` or `a.b (--set KEY=V): msg`: the user's own words
+        if rest.startswith(f"--set {item}: "):
+            return rest
+        m = re.match(r"^[^ ]+ \(--set " + re.escape(item) + r"\): ", rest)
+        if m:
+            return f"--set {item}: " + rest[m.end():]
+    loc, sep, msg = rest.partition(": ")
+    for prefix, flag in _FLAGS:
+        if sep and (loc == prefix or loc.startswith((prefix + "[", prefix + "."))):
+            return f"{flag}: {msg}"
+    return rest
 
 
 def train_one(train, dev, test, backbone, finetune, loss, lr, epochs, batch_size, seed, max_length, out: Path, overrides) -> int:
@@ -44,7 +74,13 @@ def train_one(train, dev, test, backbone, finetune, loss, lr, epochs, batch_size
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.yaml"
         path.write_text(yaml.safe_dump(study, allow_unicode=True), encoding="utf-8")
-        [spec] = expand(load_study(path, overrides))
+        try:
+            [spec] = expand(load_study(path, overrides))
+        except StudyError as e:  # name the flags; the temporary YAML is no file of the user's
+            problems = [_flag_problem(p, path, overrides) for p in e.problems]
+            if len(problems) == 1:
+                raise UserError(problems[0]) from None
+            raise UserError("\n".join([f"invalid options ({len(problems)} problems)", *("  " + p for p in problems)])) from None
     console = Console()
     head = ["epoch", "train loss", "dev P", "dev R", "dev F1", "dev macro F1", "seconds", "tokens/s"]
     console.print(f"training {spec.backbone} ({backbone}) {finetune} {loss} lr {lr:g}, {epochs} epochs, batch {batch_size}")

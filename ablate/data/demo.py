@@ -237,8 +237,18 @@ def make_demo_corpus(out_dir: Path, sentences: int = 1200, seed: int = 0) -> dic
     The same (sentences, seed) gives byte-identical files.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     parts = split_demo(generate_demo(sentences, seed))
+    try:
+        return _write_demo(out_dir, parts, sentences, seed)
+    except OSError as e:  # an existing file, /proc/x, a read-only or full disk: one message naming the path
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"{out_dir}: exists and is not a folder; give a new or existing folder for the demo corpus") from None
+        where = e.filename if e.filename else out_dir
+        raise UserError(f"{where}: cannot write the demo corpus there ({e.strerror or e})") from None
+
+
+def _write_demo(out_dir: Path, parts: dict[str, list[Sentence]], sentences: int, seed: int) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for split, sents in parts.items():
         path = out_dir / f"{split}.jsonl"

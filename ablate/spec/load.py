@@ -32,9 +32,14 @@ def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
         raise UserError(f"{path}: cannot read the study ({e})") from None
     try:
         raw = yaml.safe_load(text)
-        lines, dup = _key_lines(text)
+        lines, dup, cycles = _key_lines(text)
     except yaml.YAMLError as e:
         raise StudyError(path, [_yaml_error(path, e)]) from None
+    except RecursionError:
+        raise StudyError(path, [f"{path}: YAML nested too deeply to read"]) from None
+    if cycles:  # `a: &a [*a]`: validating or walking it would never end
+        raise StudyError(path, [f"{path}:{line}: recursive YAML alias at {_dotted(loc) or 'the top level'}: "
+                                "an anchor used inside itself" for loc, line in cycles])
     if not isinstance(raw, dict):
         raise StudyError(path, [f"{path}: expected a mapping of study settings (name, data, backbones, grid, ...)"])
 

@@ -81,28 +81,63 @@ def _where(path: Path, loc: Loc, lines: dict[Loc, int], set_locs: dict[Loc, str]
     return (line, f"{path}:{line}: {_dotted(loc)}: ") if line else (float("inf"), f"{path}: {_dotted(loc)}: ")
 
 
-def _key_lines(text: str) -> tuple[dict[Loc, int], list[tuple[Loc, int]]]:
-    """1-based line of every key and list item by YAML path, and keys given twice (PyYAML keeps the last silently)."""
+def _key_lines(text: str) -> tuple[dict[Loc, int], list[tuple[Loc, int]], list[tuple[Loc, int]]]:
+    """1-based line of every key and list item by YAML path, keys given twice (PyYAML keeps the last silently),
+    and recursive aliases (`a: &a [*a]`): the path and line where a node holds itself.
+
+    Cycle-safe: an aliased node is walked once (a second use keeps its alias's key line), and a node met
+    again inside itself is reported, not followed.
+    """
     lines: dict[Loc, int] = {}
     dup: list[tuple[Loc, int]] = []
+    cycles: list[tuple[Loc, int]] = []
+    seen: set[int] = set()
+    inside: set[int] = set()  # ids of the nodes on the path being walked
 
-    def walk(node: yaml.Node, loc: Loc) -> None:
+    def walk(node: yaml.Node, loc: Loc, line: int) -> None:
+        if id(node) in inside:
+            cycles.append((loc, line))
+            return
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        inside.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = loc + (k.value,)
                 if key in lines:
                     dup.append((key, lines[key]))
                 lines[key] = k.start_mark.line + 1
-                walk(v, key)
+                walk(v, key, lines[key])
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
-                lines[loc + (i,)] = v.start_mark.line + 1
-                walk(v, loc + (i,))
+                lines[loc + (i,)] = alias_lines.get((id(node), i), v.start_mark.line + 1)
+                walk(v, loc + (i,), lines[loc + (i,)])
+        inside.discard(id(node))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    loader = _AliasLines(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    alias_lines = loader.alias_lines
     if root is not None:
-        walk(root, ())
-    return lines, dup
+        walk(root, (), 1)
+    return lines, dup, cycles
+
+
+class _AliasLines(yaml.SafeLoader):
+    """Composes as SafeLoader does, noting the line of each list item written as an alias (`- *a`): the node
+    it resolves to starts at its anchor, elsewhere in the file."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.alias_lines: dict[tuple[int, int], int] = {}
+
+    def compose_node(self, parent, index):
+        if isinstance(index, int) and self.check_event(yaml.AliasEvent):
+            self.alias_lines[(id(parent), index)] = self.peek_event().start_mark.line + 1
+        return super().compose_node(parent, index)
 
 
 def _yaml_error(path: Path, e: yaml.YAMLError) -> str:

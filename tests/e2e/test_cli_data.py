@@ -64,6 +64,8 @@ def test_data_stats_matches_the_data_readme(rocling):
         (["score", "{tmp}/tags.txt", "{tmp}/other.txt"], "other.txt:1: character 'y' but gold line 1 has 'x'"),
         (["score", "--genre", "ft=a"], "no such file"),
         (["score", "--genre", "ft"], "expected NAME=GOLD,PRED"),
+        (["data", "demo", "{tmp}/bad.txt"], "bad.txt: exists and is not a folder"),
+        (["data", "demo", "/proc/x"], "/proc/x: cannot write the demo corpus there"),
     ],
 )
 def test_bad_input_is_one_message_and_exit_2(tmp_path, args, message):

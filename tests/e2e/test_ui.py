@@ -1,5 +1,6 @@
 """`ablate ui` against a real `mlflow server`: after a tiny study, its REST API shows the experiment,
-the parent run with its nested cell runs, per-epoch metric history and the cells' artifacts."""
+the parent run with its nested cell runs, per-epoch metric history and the cells' artifacts; a taken port,
+a bad study or a server that dies early is one message, exit 2, and no server left running."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
+import pytest
+
+from ablate import ui
+from ablate.errors import UserError
 from tests.e2e.conftest import ABLATE, ablate, tiny_study
 
 EPOCHS = 2
@@ -113,3 +120,61 @@ def test_ui_serves_the_study_with_nested_runs_history_and_artifacts(study_dir):
         time.sleep(0.2)
     else:
         raise AssertionError(f"something still answers on port {port} after stopping `ablate ui`")
+
+
+def _mlflow_servers_on(port: int) -> list[str]:
+    """Command lines of running `mlflow server ... --port PORT` processes (Linux /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "mlflow" in args and "server" in args and str(port) in args:
+            found.append(" ".join(args))
+    return found
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_ui_on_a_taken_port_is_one_message_and_starts_no_server(tmp_path):
+    with socket.socket() as other:  # someone else's listener, not an MLflow server
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        r = ablate("ui", "--port", port, cwd=tmp_path, timeout=60)
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert f"error: port {port} on 127.0.0.1 is in use; pick another with --port" in r.stderr
+        assert "MLflow UI for" not in r.stdout and "Traceback" not in r.stderr
+        assert _mlflow_servers_on(port) == []
+
+
+def test_ui_with_a_bad_study_starts_no_server(tmp_path):
+    port = _free_port()
+    r = ablate("ui", "nonexist.yaml", "--port", port, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "nonexist.yaml: no such study file" in r.stderr and "Traceback" not in r.stderr
+    assert _port_is_free(port) and _mlflow_servers_on(port) == []
+
+
+def test_a_server_that_exits_early_is_quoted_by_its_error_line(monkeypatch):
+    """(No real mlflow: a stand-in that logs as uvicorn does when its port is taken, then exits 0 as mlflow does.)"""
+    log = ("INFO:     Started server process [1]\n"
+           "ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 1): address already in use\n"
+           "INFO:     Application shutdown complete.\n")
+    monkeypatch.setattr(ui, "server_command", lambda uri, port: [sys.executable, "-c", f"print({log!r}, end='')"])
+    with pytest.raises(UserError) as e:
+        ui.start_server("sqlite:///unused.db", _free_port())
+    assert str(e.value).endswith("is in use; pick another with --port") and "[" not in str(e.value)
+    monkeypatch.setattr(ui, "server_command", lambda uri, port: [
+        sys.executable, "-c", "import sys; print('INFO: starting'); sys.exit('PermissionError: [Errno 13] Permission denied: /x')"])
+    with pytest.raises(UserError, match=r"exited with code 1: PermissionError: \[Errno 13\] Permission denied: /x$"):
+        ui.start_server("sqlite:///unused.db", _free_port())
