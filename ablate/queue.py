@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.errors import UserError
+from ablate.store_uri import driver_url
 
 RUN_ID, ATTEMPT, HEARTBEAT, WORKER = "run_id", "ablate.attempt", "ablate.heartbeat", "ablate.worker"
 MLFLOW_RUN, PREVIOUS, NAME, ERROR = "ablate.mlflow_run_id", "ablate.previous_trials", "ablate.name", "ablate.error"
@@ -48,7 +49,7 @@ def open_storage(url: str):
 
     try:
         if "://" in url:
-            return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs={"pool_pre_ping": True})
+            return optuna.storages.RDBStorage(driver_url(url), engine_kwargs={"pool_pre_ping": True})
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -57,16 +58,6 @@ def open_storage(url: str):
         raise UserError(f"queue storage {url}: missing driver ({e}); for PostgreSQL install psycopg2-binary") from None
     except Exception as e:  # SQLAlchemy OperationalError and friends: a database we cannot reach
         raise UserError(f"cannot open the queue storage {url}: {str(e).splitlines()[0]}") from None
-
-
-def _driver_url(url: str) -> str:
-    """`postgresql://` with the driver that is installed: SQLAlchemy 2.1 means psycopg 3 by it, ablate ships psycopg2."""
-    if url.startswith("postgresql://"):
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-            return "postgresql+psycopg2://" + url[len("postgresql://"):]
-    return url
 
 
 @dataclass(frozen=True)

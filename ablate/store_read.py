@@ -11,12 +11,11 @@ and the caller goes through `MlflowClient`; tests check both paths give the same
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from typing import Any
 
-from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, sqlite_file
+from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, read_final, sqlite_file
 
 _NEEDED = {
     "experiments": {"experiment_id", "name"},
@@ -25,6 +24,8 @@ _NEEDED = {
     "latest_metrics": {"key", "value", "is_nan", "run_uuid"},
 }
 _TAGS = (RUN_ID, ROLE, ATTEMPT, FINAL_TAG, "ablate.error", "ablate.worker")
+# ... and the further parts of FINAL_TAG (FINAL_TAG.1, FINAL_TAG.2, ...): keys in [FINAL_TAG + ".", FINAL_TAG + "/")
+_FINAL_PARTS = (f"{FINAL_TAG}.", f"{FINAL_TAG}/")
 
 
 def _connect(tracking_uri: str) -> sqlite3.Connection | None:
@@ -72,8 +73,8 @@ def _read(con: sqlite3.Connection, study: str) -> dict[str, dict[str, Any]]:
     tags: dict[str, dict[str, str]] = {}
     for uuid, key, value in con.execute(
         f"SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
-        f"WHERE r.experiment_id = ? AND t.key IN ({marks})",
-        (exp[0], *_TAGS),
+        f"WHERE r.experiment_id = ? AND (t.key IN ({marks}) OR (t.key > ? AND t.key < ?))",
+        (exp[0], *_TAGS, *_FINAL_PARTS),
     ):
         tags.setdefault(uuid, {})[key] = value
     metrics: dict[str, dict[str, float]] = {}
@@ -95,12 +96,9 @@ def _read(con: sqlite3.Connection, study: str) -> dict[str, dict[str, Any]]:
             cur["attempts"] = attempts
             continue
         m = dict(metrics.get(uuid, {}))
-        raw = t.get(FINAL_TAG)
-        if raw:
-            try:
-                m.update(json.loads(raw))
-            except ValueError:
-                pass
+        final = read_final(t)  # as tracking.final_metrics: None (keep the latest values) unless whole
+        if final is not None:
+            m.update(final)
         out[rid] = {"status": status, "attempts": attempts, "metrics": m, "error": t.get("ablate.error"),
                     "name": name, "worker": t.get("ablate.worker", ""), "mlflow_run_id": uuid}
     return out

@@ -17,33 +17,22 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablate.errors import UserError
+from ablate.store_uri import (  # noqa: F401 - default_tracking_uri, local_store_dir, sqlite_file: the public names
+    _bad_uri,
+    _sqlite_problem,
+    _store_error,
+    default_tracking_uri,
+    driver_url,
+    local_store_dir,
+    probe_server,
+    sqlite_file,
+)
 
 ROLE, STUDY, RUN_ID, ATTEMPT = "ablate.role", "ablate.study", "ablate.run_id", "ablate.attempt"
 PARENT_TAG = "mlflow.parentRunId"
-FINAL_TAG = "ablate.final"
+FINAL_TAG = "ablate.final"  # the final metrics as JSON, split over ablate.final, ablate.final.1, ...
+TAG_LIMIT = 8000  # MLflow's limit on a tag value (MAX_TAG_VAL_LENGTH); longer values are cut
 HISTORY_KEYS = ("train/loss", "dev/f1", "dev/macro_f1", "epoch_seconds")
-STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
-
-
-def default_tracking_uri(root: Path | None = None) -> str:
-    """MLFLOW_TRACKING_URI, else sqlite under `<root>/mlruns/` (created on first write, not here)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{((root or Path.cwd()) / 'mlruns').resolve() / 'mlflow.db'}"
-
-
-def sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a local sqlite store (a relative path is relative to the cwd), else None."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///"):])
-    return None
-
-
-def local_store_dir(tracking_uri: str) -> Path | None:
-    """The folder of a sqlite store (where artifacts and the queue journal live), else None."""
-    db = sqlite_file(tracking_uri)
-    return db.parent if db is not None else None
 
 
 def _versions() -> dict[str, str]:
@@ -69,6 +58,7 @@ class Tracker:
     """Writes and reads one study's runs in one MLflow store."""
 
     def __init__(self, tracking_uri: str):
+        """Opens the store now; a URI that does not open, or a server that does not answer, is a UserError."""
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -78,19 +68,47 @@ class Tracker:
             logging.getLogger(name).setLevel(logging.WARNING)
         store = local_store_dir(tracking_uri)
         self.uri = tracking_uri
+        if tracking_uri.lower().startswith(("http://", "https://")):
+            probe_server(tracking_uri)
+
+        def client(uri: str = driver_url(tracking_uri)) -> Any:  # MlflowClient opens the store (sqlite: its schema) here
+            try:
+                return MlflowClient(uri)
+            except Exception as e:
+                raise _store_error(tracking_uri, e) from None
+
         if store is None:
-            self.client = MlflowClient(tracking_uri)
+            self.client = client()
             return
-        # MlflowClient opens the store at once, and a new sqlite store gets its schema by alembic
-        # migrations then; two processes doing that together (workers started at the same moment)
-        # break each other's migration. One at a time, under a lock file beside the store.
+        # A new sqlite store gets its schema by alembic migrations when first opened; two processes
+        # doing that together (workers started at the same moment) break each other's migration.
+        # One at a time, under a lock file beside the store.
         import fcntl
 
-        store.mkdir(parents=True, exist_ok=True)
-        with open(store / ".store.lock", "a") as lock:
+        problem = _sqlite_problem(sqlite_file(tracking_uri))
+        if problem:
+            raise _bad_uri(tracking_uri, problem)
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            lock = open(store / ".store.lock", "a")
+        except OSError as e:
+            raise _bad_uri(tracking_uri, f"cannot create {store / '.store.lock'} ({e.strerror or e})") from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                self.client = MlflowClient(tracking_uri)
+                db = sqlite_file(tracking_uri)
+                if not db.exists():
+                    # Built aside and renamed into place: a Ctrl-C in the middle of the migrations
+                    # must not leave a half-made store that every later open fails on.
+                    import uuid
+
+                    tmp = db.with_name(f".{db.name}.{uuid.uuid4().hex[:12]}.new")  # MLflow caches a store per URI
+                    try:
+                        client(f"sqlite:///{tmp}")
+                        os.replace(tmp, db)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+                self.client = client()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -102,7 +120,7 @@ class Tracker:
         if not create:
             return None
         store = local_store_dir(self.uri)
-        location = (store / "artifacts" / study).as_uri() if store else None
+        location = (store.resolve() / "artifacts" / study).as_uri() if store else None
         try:
             return self.client.create_experiment(study, artifact_location=location)
         except Exception:  # another worker created it first
@@ -131,7 +149,7 @@ class Tracker:
     # ---- writing a cell --------------------------------------------------------------------
     def start_cell(self, experiment_id: str, parent_id: str, study: str, run_id: str, name: str,
                    params: dict[str, str], attempt: int, extra_tags: dict[str, str] | None = None) -> str:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         tags = {
             ROLE: "cell", STUDY: study, RUN_ID: run_id, ATTEMPT: str(attempt), PARENT_TAG: parent_id,
@@ -148,7 +166,9 @@ class Tracker:
     def set_tags(self, mlflow_run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(mlflow_run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 tags per batch
+            self.client.log_batch(mlflow_run_id, tags=items[i : i + 100])
 
     def log_metrics(self, mlflow_run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
@@ -160,10 +180,10 @@ class Tracker:
 
     def finish_cell(self, mlflow_run_id: str, final: dict[str, float], outputs: Path | None, settings: dict) -> None:
         # Final values (dev and test at the best epoch) go at step 0; MLflow's run.data.metrics
-        # shows the highest step (the last epoch), so the finals are also kept as one JSON tag that
+        # shows the highest step (the last epoch), so the finals are also kept as JSON in tags that
         # readers take from the same search_runs call (no per-metric history queries).
         self.log_metrics(mlflow_run_id, final, step=0)
-        self.set_tags(mlflow_run_id, {FINAL_TAG: json.dumps({k: round(float(v), 8) for k, v in final.items()})[:8000]})
+        self.set_tags(mlflow_run_id, final_tags(final))
         if settings:
             self.set_tags(mlflow_run_id, {f"ablate.ran.{k}": v for k, v in settings.items()})
         if outputs is not None and Path(outputs).exists():
@@ -208,12 +228,6 @@ class Tracker:
                 cur["attempts"] = attempts
         return best
 
-    def finished_count(self, experiment_id: str, run_id: str) -> int:
-        runs = self.client.search_runs(
-            [experiment_id], f"tags.`{RUN_ID}` = '{run_id}' and attributes.status = 'FINISHED'", max_results=10
-        )
-        return len(runs)
-
     def history(self, mlflow_run_id: str, keys: Iterable[str] = HISTORY_KEYS) -> dict[str, list[float]]:
         out = {}
         for k in keys:
@@ -223,15 +237,39 @@ class Tracker:
         return out
 
 
+def final_tags(final: dict[str, float]) -> dict[str, str]:
+    """The final metrics as JSON in tags FINAL_TAG, FINAL_TAG.1, FINAL_TAG.2, ..., each within MLflow's limit.
+
+    Values are kept whole (JSON writes a float so that it reads back the same), as logged at step 0.
+    """
+    text = json.dumps({k: float(v) for k, v in final.items()})
+    parts = [text[i : i + TAG_LIMIT] for i in range(0, len(text), TAG_LIMIT)]
+    return {FINAL_TAG if i == 0 else f"{FINAL_TAG}.{i}": part for i, part in enumerate(parts)}
+
+
+def read_final(tags: dict[str, str]) -> dict[str, float] | None:
+    """`final_tags` read back from a run's tags; None when there are none or they do not make one JSON
+    object (an older ablate cut a long one at 8,000 characters): never a part of one."""
+    raw = tags.get(FINAL_TAG)
+    if not raw:
+        return None
+    parts, i = [raw], 1
+    while f"{FINAL_TAG}.{i}" in tags:
+        parts.append(tags[f"{FINAL_TAG}.{i}"])
+        i += 1
+    try:
+        value = json.loads("".join(parts))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def final_metrics(run) -> dict[str, float]:
     """A finished cell's final metrics (best-epoch dev, test, params, speed), not its last epoch's."""
     metrics = dict(run.data.metrics)
-    raw = run.data.tags.get(FINAL_TAG)
-    if raw:
-        try:
-            metrics.update(json.loads(raw))
-        except ValueError:  # a truncated tag: the step-0 values in the history are still there
-            pass
+    final = read_final(run.data.tags)
+    if final is not None:  # else (no tag, or a cut one) the latest values: a cut JSON is never half used
+        metrics.update(final)
     return metrics
 
 

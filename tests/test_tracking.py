@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ablate.tracking import Tracker, load_cells
 
 
@@ -99,3 +101,157 @@ def test_workers_opening_a_new_store_at_once_all_get_it(tmp_path):
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-400:] for _, err in outs]
     assert len({out.strip() for out, _ in outs}) == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bad_uris(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n")
+    (tmp_path / "folder").mkdir()
+    import importlib.util
+
+    no_driver = not any(importlib.util.find_spec(m) for m in ("psycopg", "psycopg2"))
+    return {
+        **({"postgresql, no driver": "postgresql://me:secret@127.0.0.1:1/db"} if no_driver else {}),
+        "bogus": "bogus",
+        "file": (tmp_path / "fs").as_uri(),
+        "unknown scheme": "foo://bar",
+        "sqlite text file": f"sqlite:///{text}",
+        "sqlite folder": f"sqlite:///{tmp_path / 'folder'}",  # MLflow retried this one for 101 s
+        "sqlite under a file": f"sqlite:///{text}/mlflow.db",
+        "http, nothing listening": f"http://me:secret@127.0.0.1:{_free_port()}",  # MLflow's retries: 247 s
+    }
+
+
+def test_a_bad_tracking_uri_is_one_user_error_at_once(tmp_path, monkeypatch):
+    """`--tracking-uri` that MLflow cannot open: one UserError naming it and what works, never a traceback or a hang."""
+    import time
+
+    import pytest
+
+    from ablate.errors import UserError
+
+    monkeypatch.chdir(tmp_path)  # `bogus` would be a folder in the cwd
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    seconds = {}
+    for case, uri in _bad_uris(tmp_path).items():
+        start = time.perf_counter()
+        with pytest.raises(UserError) as caught:
+            Tracker(uri)
+        seconds[case] = time.perf_counter() - start
+        message = str(caught.value)
+        assert "\n" not in message and "sqlite:///PATH" in message and "http(s)://HOST:PORT" in message, case
+        assert uri.replace(":secret@", ":***@") in message and "secret" not in message, (case, message)
+    print({case: round(s, 3) for case, s in seconds.items()})
+    assert max(seconds.values()) < 15, seconds
+    assert not (tmp_path / "bogus").exists()
+
+
+def test_the_cli_says_a_bad_tracking_uri_in_one_line_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    study = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+    for uri in ("foo://bar", f"http://127.0.0.1:{_free_port()}"):
+        proc = subprocess.run([sys.executable, "-c", "from ablate.cli import main; main()", "status", str(study),
+                               "--tracking-uri", uri], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and uri in lines[0], proc.stderr[-2000:]
+
+
+def test_the_server_probe_accepts_what_answers_and_refuses_a_failing_server():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import pytest
+
+    from ablate.errors import UserError
+    from ablate.tracking import probe_server
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = {"/ok/health": 200, "/login/health": 401, "/down/health": 503}.get(self.path, 404)
+            self.send_response(code)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        probe_server(f"{base}/ok/")  # an MLflow server
+        probe_server(f"{base}/login")  # something answers (a login in front of it): MLflow's calls tell the rest
+        probe_server(f"http://user:pw@127.0.0.1:{server.server_address[1]}/ok")  # credentials are MLflow's business
+        with pytest.raises(UserError, match="answered HTTP 503"):
+            probe_server(f"{base}/down")
+        with pytest.raises(UserError, match="cannot reach"):
+            probe_server(f"https://127.0.0.1:{server.server_address[1]}/ok")  # TLS to a plain HTTP server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_many_final_metrics_are_read_back_whole_from_both_readers(tmp_path):
+    """ablate.final used to be cut at MLflow's 8,000-character tag limit: invalid JSON, last-epoch numbers."""
+    import json
+
+    from ablate.store_read import cell_status, client_status
+    from ablate.tracking import FINAL_TAG, TAG_LIMIT, final_metrics, read_final
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    exp = tracker.experiment_id("s")
+    parent = tracker.parent_run(exp, "s")
+    mid = tracker.start_cell(exp, parent, "s", "abc", "cell", {"lr": "0.1"}, attempt=1)
+    for epoch, f1 in enumerate([0.5, 0.9, 0.7], start=1):
+        tracker.log_metrics(mid, {"dev/macro_f1": f1}, step=epoch)
+    final = {f"test/type/T{i:03d}_LONGNAME/f1": 0.123456789 for i in range(600)}
+    final.update({"dev/macro_f1": 0.9, "test/f1": 1 / 3})
+    tracker.finish_cell(mid, final, None, {})
+
+    run = tracker.client.get_run(mid)
+    parts = sorted(k for k in run.data.tags if k == FINAL_TAG or k.startswith(f"{FINAL_TAG}."))
+    assert len(parts) >= 3 and all(len(run.data.tags[k]) <= TAG_LIMIT for k in parts)
+    via_client = final_metrics(tracker.cell_status(exp)["abc"]["run"])
+    via_sqlite = cell_status(uri, "s")["abc"]["metrics"]
+    for got in (via_client, via_sqlite, client_status(tracker, "s")["abc"]["metrics"]):
+        assert {k: got[k] for k in final} == final  # every key, the exact values, the best epoch's dev/macro_f1
+
+    # A cut or incomplete JSON is never used, not even in part.
+    whole = {k: run.data.tags[k] for k in parts}
+    assert read_final(whole) == final
+    assert read_final({FINAL_TAG: whole[FINAL_TAG]}) is None
+    assert read_final({k: v for k, v in whole.items() if k != f"{FINAL_TAG}.1"}) is None
+    assert read_final({FINAL_TAG: json.dumps([1, 2])}) is None
+
+
+def test_a_store_interrupted_while_being_created_is_not_left_half_made(tmp_path, monkeypatch):
+    """Ctrl-C during a new store's schema migrations must not leave a file every later open fails on."""
+    import mlflow.store.db.utils as db_utils
+
+    real = db_utils._upgrade_db
+
+    def interrupted(engine):
+        real(engine)
+        raise KeyboardInterrupt  # as if Ctrl-C came just before the last step
+
+    monkeypatch.setattr(db_utils, "_upgrade_db", interrupted)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        Tracker(uri)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert [p.name for p in (tmp_path / "mlruns").iterdir() if p.name != ".store.lock"] == []
+    monkeypatch.setattr(db_utils, "_upgrade_db", real)
+    tracker = Tracker(uri)
+    assert tracker.experiment_id("s") is not None
