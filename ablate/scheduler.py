@@ -364,7 +364,8 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
         log(f"{study.name}: search of {study.search.n_trials} trials ({study.search.sampler}, pruner {study.search.pruner}), "
             f"{len(done)} finished so far; MLflow {place.tracking_uri}; queue {place.storage}")
     tracker = Tracker(place.tracking_uri)
-    tracker.parent_run(tracker.experiment_id(study.name), study.name, study.description)
+    parent = tracker.parent_run(tracker.experiment_id(study.name), study.name, study.description)
+    tracker.client.update_run(parent, status="RUNNING")  # the study's run shows its state in the UI
     gpus = visible_gpus()
     n = workers or max(1, len(gpus))
     procs = []
@@ -401,9 +402,14 @@ def run(place: Place, workers: int | None, display: bool = True, console=None) -
     for c in final:
         if c.status not in ("FINISHED", "PENDING"):
             log(f"  {c.status:<8} {c.name} ({c.run_id}): {c.error or ''}")
+    complete = bool(final) and by.get("FINISHED", 0) == len(final)
+    try:
+        tracker.client.set_terminated(parent, "KILLED" if interrupted else "FINISHED" if complete else "FAILED")
+    except Exception:  # noqa: BLE001 - the cells' results are what matters; the store may be gone
+        pass
     if interrupted:
         return EXIT_INTERRUPTED
-    return 0 if final and by.get("FINISHED", 0) == len(final) else 1
+    return 0 if complete else 1
 
 
 def work_on_gpus(place: Place, gpus: list[str], plan_first: bool = True) -> int:

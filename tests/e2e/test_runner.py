@@ -35,6 +35,14 @@ def test_run_then_rerun_skips_finished_cells(study_dir):
     assert len(finished_runs(study_dir, "tiny")) == 4
     plan = json.loads(ablate("plan", study, "--json", cwd=study_dir).stdout)
     assert [c["status"] for c in plan["cells"]] == ["done"] * 4
+    assert _parent_status(study_dir, "tiny") == "FINISHED"  # the study's own run, as the UI shows it
+
+
+def _parent_status(folder, study: str) -> str:
+    from ablate.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
+    return tracker.client.get_run(tracker.parent_run(tracker.experiment_id(study, create=False), study)).info.status
 
 
 def test_faults_fail_their_cell_and_the_study_goes_on(study_dir):
@@ -131,7 +139,7 @@ def test_ctrl_c_gives_the_running_cell_back_at_once(study_dir):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, "".join(seen) + out
     statuses = [s for v in _by_cell(finished_runs(study_dir, "tiny")).values() for s in v]
-    assert "KILLED" in statuses and "RUNNING" not in statuses
+    assert "KILLED" in statuses and "RUNNING" not in statuses and _parent_status(study_dir, "tiny") == "KILLED"
     queue = CellQueue(str(study_dir / "mlruns" / "queue.journal"), "tiny")
     states = Counter(t.state.name for t in queue.trials())
     assert states["RUNNING"] == 0 and states["WAITING"] >= 1, states
