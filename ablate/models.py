@@ -71,10 +71,10 @@ class BackboneSpec(BaseModel):
     """Where a backbone comes from: `pretrained` (hub id or local folder) or `scratch` (a family).
 
     A scratch backbone has the real architecture of its family with random weights and a
-    vocabulary built from the training characters. Its size is the `shape` preset (default
-    "base", the size of the real checkpoints), with any of hidden / layers / heads / intermediate
+    vocabulary built from the training characters. Its size is the `shape` preset (tiny / base /
+    large / xlarge; default tiny, cheap on a CPU), with any of hidden / layers / heads / intermediate
     given explicitly overriding the preset's value. The same class is a study's `backbones:` entry
-    and what `ablate train --backbone` builds.
+    and what `ablate train --backbone` builds; its fields are hashed into run_ids, as written.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -90,7 +90,8 @@ class BackboneSpec(BaseModel):
     @classmethod
     def _default_shape(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("scratch") is not None and data.get("shape") is None:
-            data = {**data, "shape": "base"}
+            if all(data.get(k) is None for k in _DIMS):  # sizes given alone stay on the tiny preset, shape unset
+                data = {**data, "shape": "tiny"}
         return data
 
     @model_validator(mode="after")
@@ -114,7 +115,7 @@ class BackboneSpec(BaseModel):
         """The resolved dimensions of a scratch backbone: the preset, then the explicit sizes."""
         if self.scratch is None:
             raise ValueError("a pretrained backbone has no scratch dimensions")
-        preset = SHAPES[self.shape or "base"]
+        preset = SHAPES[self.shape or "tiny"]
         explicit = {k: getattr(self, k) for k in _DIMS if getattr(self, k) is not None}
         return preset.model_copy(update=explicit) if explicit else preset
 

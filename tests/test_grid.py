@@ -179,3 +179,13 @@ def test_ten_thousand_cells_are_unique(data: Path):
     assert len(runs) == 10_000
     hashes = data_hashes(s)
     assert len({run_id(r, hashes) for r in runs}) == 10_000
+
+
+def test_backbone_entries_serialise_as_they_always_have(data):
+    """run_ids hash the backbone entry: its canonical form must not move (or finished cells run again)."""
+    small = {"scratch": "bert", "hidden": 128, "layers": 4, "heads": 4, "intermediate": 512}
+    runs = expand(study(data, {"backbone": ["bert", "small"]}, backbones={"bert": {"scratch": "bert"}, "small": small}))
+    forms = {r.backbone: r.model_dump(mode="json")["backbone_spec"] for r in runs}
+    none = dict.fromkeys(("hidden", "layers", "heads", "intermediate"))
+    assert forms["bert"] == {"pretrained": None, "scratch": "bert", "shape": "tiny", **none}
+    assert forms["small"] == {"pretrained": None, "shape": None, **small}

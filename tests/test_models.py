@@ -243,12 +243,13 @@ def test_counts_reconcile_with_the_papers_table_4(family, shape, vocab_size, pap
 
 
 def test_backbone_spec_needs_exactly_one_source():
-    assert BackboneSpec(scratch="bert").shape == "base"
+    assert BackboneSpec(scratch="bert").shape == "tiny"
     dims = {"hidden": 96, "layers": 1, "heads": 3, "intermediate": 64}
     assert BackboneSpec(scratch="albert", **dims).dims == ShapeDims(**dims)
     # explicit sizes override the preset's, the rest come from it
     assert BackboneSpec(scratch="bert", shape="tiny", layers=4).dims == ShapeDims(hidden=64, layers=4, heads=2, intermediate=128)
-    assert BackboneSpec(scratch="bert", layers=1).dims == SHAPES["base"].model_copy(update={"layers": 1})
+    assert BackboneSpec(scratch="bert", layers=1).dims == SHAPES["tiny"].model_copy(update={"layers": 1})
+    assert BackboneSpec(scratch="bert", shape="base", layers=1).dims == SHAPES["base"].model_copy(update={"layers": 1})
     assert BackboneSpec(pretrained="hfl/chinese-bert-wwm-ext").shape is None
     for bad in [
         {},
@@ -257,7 +258,8 @@ def test_backbone_spec_needs_exactly_one_source():
         {"pretrained": "x", "layers": 2},
         {"scratch": "gpt2"},
         {"scratch": "bert", **dims, "heads": 5},  # 96 is not a multiple of 5
-        {"scratch": "bert", "hidden": 100},  # nor 100 of base's 12 heads
+        {"scratch": "bert", "hidden": 65},  # nor 65 of tiny's 2 heads
+        {"scratch": "bert", "shape": "base", "hidden": 100},  # nor 100 of base's 12
     ]:
         with pytest.raises(pydantic.ValidationError):
             BackboneSpec.model_validate(bad)

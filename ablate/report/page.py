@@ -13,7 +13,7 @@ import pandas as pd
 
 from ablate.report.config import ReportSpec
 from ablate.report.figures import colour_map, default_figures, draw, figure_data
-from ablate.report.stats import TEST_NAME, compare_table
+from ablate.report.stats import TEST_NAME, NotComparable, compare_table
 from ablate.report.cells import STATUSES, axes_of, axis_text, groups, status_counts
 from ablate.report.tables import (Table, build_table, default_tables, genre_table, to_markdown, type_table,
                                   write_table)
@@ -121,8 +121,11 @@ def build_report(study_name: str, description: str, cells: pd.DataFrame, report:
     for spec in specs:
         blocks.append(_table_block(save(build_table(cells, spec))))
         if spec.compare and predictions is not None:
-            blocks.append(_table_block(save(compare_table(cells, spec, predictions, report.bootstrap_samples,
-                                                          report.bootstrap_seed, loaded))))
+            try:
+                blocks.append(_table_block(save(compare_table(cells, spec, predictions, report.bootstrap_samples,
+                                                              report.bootstrap_seed, loaded))))
+            except NotComparable as e:  # the study's grid was narrowed: say so, keep the rest of the report
+                blocks.append(f"*No significance test for {spec.name}: {e}.*\n")
     details = [save(t) for t in (genre_table(cells, report.arms), type_table(cells, report.arms)) if t is not None]
 
     figs = [figure_data(cells, f) for f in (report.figures or default_figures(cells))]

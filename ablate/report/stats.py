@@ -44,6 +44,10 @@ class BootstrapResult:
 _LETTER = {"O": 0, "B": 1, "I": 2, "E": 3, "S": 4, ".": 5}  # any other first letter: 6
 
 
+
+class NotComparable(UserError):
+    """A `compare:` axis without exactly two values among the cells (e.g. a grid narrowed with --set)."""
+
 def entities(seqs: Sequence[Sequence[str]]) -> set[tuple[str, int, int]]:
     """conlleval's entities (type, first, last) of sentences joined with one "O" after each.
 
@@ -228,7 +232,7 @@ def compare_table(cells: pd.DataFrame, spec: TableSpec, predictions: Predictions
     sub = apply_where(cells, spec.where, f"table {spec.name}: where")
     values = [key[0] for key, _ in groups(sub, [axis])]
     if len(values) != 2:
-        raise UserError(f"{what}: {axis} has {len(values)} values here ({', '.join(map(axis_text, values))}); "
+        raise NotComparable(f"{what}: {axis} has {len(values)} values here ({', '.join(map(axis_text, values))}); "
                         "a comparison needs exactly two")
     la, lb = axis_text(values[0]), axis_text(values[1])
     keys, sub, _ = resolve_rows(sub, list(spec.rows) + ([axis] if axis not in spec.rows else []), spec.others)

@@ -107,25 +107,14 @@ class StudySpec(BaseModel):
 
 
     @model_validator(mode="after")
-    def _fits_the_grid(self) -> "StudySpec":
-        """What only the whole study can say: each `compare:` axis has two values, windows fit the positions."""
-        problems: list[tuple[Loc, str]] = []
-        if self.search is None:
-            for i, t in enumerate(self.report.tables):
-                axis = t.compare
-                if axis is None or axis in t.where:
-                    continue
-                values = self.grid.get(axis, [])
-                if len(values) != 2:
-                    shown = ", ".join(map(str, values)) or "not an axis of the grid"
-                    problems.append((("report", "tables", i, "compare"),
-                                     f"{axis} has {len(values)} value(s) in the grid ({shown}); a comparison needs exactly two"))
-        scratch = [n for n in self.grid.get("backbone", list(self.backbones)) if self.backbones[n].scratch is not None]
-        if scratch and self.data.max_length > MAX_POSITIONS:
-            problems.append((("data", "max_length"), f"{self.data.max_length} is more than the {MAX_POSITIONS} positions of "
-                             f"the scratch backbones ({', '.join(scratch)}); longer sentences are windowed, so nothing is lost"))
-        if problems:
-            raise _Problems(problems)
+    def _windows_fit(self) -> "StudySpec":
+        """Windows of max_length tokens must fit the scratch backbones' absolute positions (a
+        checkpoint's are checked when it loads; DeBERTa-v2's positions are relative: no limit)."""
+        used = self.grid.get("backbone", list(self.backbones))
+        capped = [n for n in used if self.backbones[n].scratch not in (None, "deberta-v2")]
+        if capped and self.data.max_length > MAX_POSITIONS:
+            raise _Problems([(("data", "max_length"), f"{self.data.max_length} is more than the {MAX_POSITIONS} positions "
+                              f"of the scratch backbones ({', '.join(capped)}); longer sentences are windowed, so nothing is lost")])
         return self
 
 

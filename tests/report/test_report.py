@@ -127,3 +127,16 @@ def test_an_epochs_axis_gets_its_own_curve():
     assert data.xlabel.startswith("Epochs") and not data.log_x
     c = data.curves[0]
     assert c.x.tolist() == [10, 20] and c.mean[1] - c.mean[0] == pytest.approx(10)
+
+
+def test_a_compare_axis_narrowed_to_one_value_skips_only_its_test(tmp_path):
+    """`--set grid.finetune=[full]` leaves one arm: the report says so instead of failing whole."""
+    cells = study(failed=0, missing=0)
+    cells = cells[cells["finetune"] == "full"].reset_index(drop=True)
+    cells.attrs["axes"] = AXES
+    spec = ReportSpec(tables=[TableSpec(name="t4", title="LoRA vs full", rows=["backbone", "finetune"],
+                                        columns=["f1"], others="best", compare="finetune")], bootstrap_samples=50)
+    page = build_report("quick", "", cells, spec, tmp_path,
+                        predictions=lambda run, split: {"ft": [(["O"], ["O"])]}).read_text(encoding="utf-8")
+    assert "*No significance test for t4:" in page and "a comparison needs exactly two" in page
+    assert "| bert | full |" in page.replace("  ", " ")
