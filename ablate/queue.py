@@ -52,8 +52,14 @@ def open_storage(url: str):
             return optuna.storages.RDBStorage(driver_url(url), engine_kwargs={"pool_pre_ping": True})
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url).parent
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise UserError(f"cannot open the queue storage {url}: {blocker} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+    except UserError:
+        raise
     except ImportError as e:
         raise UserError(f"queue storage {url}: missing driver ({e}); for PostgreSQL install psycopg2-binary") from None
     except Exception as e:  # SQLAlchemy OperationalError and friends: a database we cannot reach
@@ -236,8 +242,10 @@ class CellQueue:
             return  # reaped meanwhile: already re-queued
         params = {**t.system_attrs.get("fixed_params", {}), **t.params}
         carried = {k: t.user_attrs[k] for k in _CARRIED if k in t.user_attrs}
+        # Not added to `previous_trials`: that list is the lost attempts `reap_stale` counts against
+        # max_attempts, and an interruption is not a failure of the cell.
         self._add(params, {**carried, ATTEMPT: int(t.user_attrs.get(ATTEMPT, 1)) + 1,
-                           PREVIOUS: list(t.user_attrs.get(PREVIOUS, [])) + [t.number]})
+                           PREVIOUS: list(t.user_attrs.get(PREVIOUS, []))})
 
     def reap_stale(self, grace: float) -> list[tuple[str, str | None]]:
         """Fail trials whose worker stopped beating; re-queue them while attempts remain.

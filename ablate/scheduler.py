@@ -202,26 +202,26 @@ def work(place: Place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan
                 return counts
             time.sleep(poll_seconds)
             continue
-        spec = specs.get(claim.run_id)
-        if spec is None:
-            queue.finish(claim.trial_id, None, f"cell {claim.run_id} is not in this study as this worker read it (study file or data changed?)")
-            counts["failed"] += 1
-            continue
-        prior = cell_runs(tracker, exp, claim.run_id)
-        if any(r.info.status == "FINISHED" for r in prior):
-            queue.skip(claim.trial_id, "already FINISHED in MLflow")
-            counts["skipped"] += 1
-            continue
-        # The attempt is MLflow's count of this cell's runs plus one: right even when a planning
-        # duplicate, not the re-queued copy, is the trial that retries a lost cell.
-        claim = dataclasses.replace(claim, attempt=len(prior) + 1)
         try:
+            spec = specs.get(claim.run_id)
+            if spec is None:
+                queue.finish(claim.trial_id, None, f"cell {claim.run_id} is not in this study as this worker read it (study file or data changed?)")
+                counts["failed"] += 1
+                continue
+            prior = cell_runs(tracker, exp, claim.run_id)
+            if any(r.info.status == "FINISHED" for r in prior):
+                queue.skip(claim.trial_id, "already FINISHED in MLflow")
+                counts["skipped"] += 1
+                continue
+            # The attempt is MLflow's count of this cell's runs plus one: right even when a planning
+            # duplicate, not the re-queued copy, is the trial that retries a lost cell.
+            claim = dataclasses.replace(claim, attempt=len(prior) + 1)
             with queue.heartbeat_thread(claim.trial_id, place.heartbeat_seconds) as beat:
                 _, value, error = _run_with_oom_retries(ctx, place, tracker, exp, parent, study.name, claim, spec, names[claim.run_id],
                                                         lambda mid, attempt: queue.started(claim.trial_id, mid, attempt), worker,
                                                         log, lost=beat.lost)
-        except KeyboardInterrupt:
-            queue.release(claim.trial_id, f"interrupted on {worker}")  # MLflow has the run as KILLED
+        except KeyboardInterrupt:  # from the claim on: the cell goes back to the queue at once (MLflow: KILLED)
+            queue.release(claim.trial_id, f"interrupted on {worker}")
             raise
         queue.finish(claim.trial_id, value, error)
         counts["failed" if error else "finished"] += 1

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from pathlib import Path
 from typing import Any
 
+from ablate.errors import UserError
 from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, read_final, sqlite_file
 
 _NEEDED = {
@@ -28,12 +30,22 @@ _TAGS = (RUN_ID, ROLE, ATTEMPT, FINAL_TAG, "ablate.error", "ablate.worker")
 _FINAL_PARTS = (f"{FINAL_TAG}.", f"{FINAL_TAG}/")
 
 
-def _connect(tracking_uri: str) -> sqlite3.Connection | None:
-    path = sqlite_file(tracking_uri)
-    if path is None or not path.is_file():
-        return None
+def _connect(path: Path) -> sqlite3.Connection | None:
+    """A read-only connection when the file has MLflow's tables as this module knows them, else None.
+
+    A SQLite file with no MLflow tables at all is not a store: a UserError, so that a read-only
+    command does not fall back to MlflowClient, which would migrate MLflow's schema into it.
+    """
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables & {"experiments", "runs", "alembic_version"}:
+            con.close()
+            raise UserError(f"{path} is a SQLite file without MLflow's tables: not an MLflow store "
+                            "(point --tracking-uri at the study's store)")
         for table, cols in _NEEDED.items():
             have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
             if not cols <= have:
@@ -41,13 +53,20 @@ def _connect(tracking_uri: str) -> sqlite3.Connection | None:
                 return None
         return con
     except sqlite3.Error:
+        con.close()
         return None
 
 
 def cell_status(tracking_uri: str, study: str) -> dict[str, dict[str, Any]] | None:
     """run_id -> {status, attempts, metrics, error, name} as `scheduler` wants it; {} when the study
-    never ran; None when this is not a sqlite store this module can read (use MlflowClient)."""
-    con = _connect(tracking_uri)
+    never ran (or the file is empty); None when this is not a sqlite store this module can read (use
+    MlflowClient)."""
+    path = sqlite_file(tracking_uri)
+    if path is None or not path.is_file():
+        return None
+    if path.stat().st_size == 0:
+        return {}
+    con = _connect(path)
     if con is None:
         return None
     try:

@@ -80,14 +80,28 @@ class Tracker:
         if store is None:
             self.client = client()
             return
-        # A new sqlite store gets its schema by alembic migrations when first opened; two processes
-        # doing that together (workers started at the same moment) break each other's migration.
-        # One at a time, under a lock file beside the store.
-        import fcntl
-
         problem = _sqlite_problem(sqlite_file(tracking_uri))
         if problem:
             raise _bad_uri(tracking_uri, problem)
+        if store.exists() and not store.is_dir():
+            raise _bad_uri(tracking_uri, f"{store} is not a folder")
+        if not sqlite_file(tracking_uri).exists():
+            self._create_sqlite_store(tracking_uri, store, client)
+        self.client = client()  # an existing store: no lock, so a read-only one opens too
+
+    @staticmethod
+    def _create_sqlite_store(tracking_uri: str, store: Path, client) -> None:
+        """A new sqlite store: built aside, then renamed into place, one process at a time.
+
+        MLflow gives a new store its schema by alembic migrations; two processes doing that together
+        (workers started at the same moment) break each other's, and a Ctrl-C in the middle leaves a
+        half-made file every later open fails on. The lock file serialises creators; the rename makes
+        the store appear whole or not at all.
+        """
+        import fcntl
+        import uuid
+
+        db = sqlite_file(tracking_uri)
         try:
             store.mkdir(parents=True, exist_ok=True)
             lock = open(store / ".store.lock", "a")
@@ -96,19 +110,16 @@ class Tracker:
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                db = sqlite_file(tracking_uri)
-                if not db.exists():
-                    # Built aside and renamed into place: a Ctrl-C in the middle of the migrations
-                    # must not leave a half-made store that every later open fails on.
-                    import uuid
-
-                    tmp = db.with_name(f".{db.name}.{uuid.uuid4().hex[:12]}.new")  # MLflow caches a store per URI
-                    try:
-                        client(f"sqlite:///{tmp}")
-                        os.replace(tmp, db)
-                    finally:
-                        tmp.unlink(missing_ok=True)
-                self.client = client()
+                if db.exists():
+                    return  # another process created it while this one waited
+                for stale in store.glob(f".{db.name}.*.new*"):  # left by a creator killed with -9
+                    stale.unlink(missing_ok=True)
+                tmp = db.with_name(f".{db.name}.{uuid.uuid4().hex[:12]}.new")  # MLflow caches a store per URI
+                try:
+                    client(f"sqlite:///{tmp}")
+                    os.replace(tmp, db)
+                finally:
+                    tmp.unlink(missing_ok=True)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

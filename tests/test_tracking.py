@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ablate.errors import UserError
 from ablate.tracking import Tracker, load_cells
 
 
@@ -81,6 +82,14 @@ def test_fast_read_declines_what_is_not_an_mlflow_sqlite_store(tmp_path):
     con.commit()
     con.close()
     assert cell_status(f"sqlite:///{tmp_path / 'other.db'}", "s") is None
+    (tmp_path / "empty.db").touch()
+    assert cell_status(f"sqlite:///{tmp_path / 'empty.db'}", "s") == {}
+    con = sqlite3.connect(tmp_path / "notes.db")
+    con.execute("CREATE TABLE notes (text TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(UserError, match="without MLflow's tables"):  # and never migrated by a read
+        cell_status(f"sqlite:///{tmp_path / 'notes.db'}", "s")
 
 
 def test_workers_opening_a_new_store_at_once_all_get_it(tmp_path):
