@@ -190,10 +190,14 @@ def work_search(place, study, worker, ctx, tracker, exp: str, parent: str, log, 
                 AXES_TAG: json.dumps({a: spec.axes.get(a) for a in spec.axes} | params, default=str)}
         info = json.dumps({"storage": place.storage, "study": queue.name, "trial_id": trial._trial_id,
                            "metric": spec.train.select_metric, "pruner": pruner_settings(search, spec.train.epochs)})
-        with queue.heartbeat_thread(trial._trial_id, place.heartbeat_seconds) as beat:
-            outcome, value, error = _run_with_oom_retries(
-                ctx, place, tracker, exp, parent, study.name, claim, spec, name,
-                lambda mid, attempt: queue.started(trial._trial_id, mid, attempt), worker, log, tags, info, beat.lost)
+        try:
+            with queue.heartbeat_thread(trial._trial_id, place.heartbeat_seconds) as beat:
+                outcome, value, error = _run_with_oom_retries(
+                    ctx, place, tracker, exp, parent, study.name, claim, spec, name,
+                    lambda mid, attempt: queue.started(trial._trial_id, mid, attempt), worker, log, tags, info, beat.lost)
+        except KeyboardInterrupt:  # the trial, with its sampled values, is queued again at once (as a reaped one is)
+            queue.release(trial._trial_id, f"interrupted on {worker}")
+            raise
         if outcome == "finished" and value is not None:
             ostudy.tell(trial, values=value, skip_if_finished=True)
         elif outcome == "pruned":

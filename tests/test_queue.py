@@ -217,3 +217,19 @@ def test_a_worker_whose_claim_was_reaped_learns_it_from_its_heartbeat(storage):
         # Another worker took this one for dead (its beats did not arrive in time) and reaped it.
         CellQueue(storage, q.name.removeprefix("ablate:")).storage.set_trial_state_values(c.trial_id, TrialState.FAIL)
         assert beat.lost.wait(5)  # the worker then stops its cell instead of finishing it twice
+
+
+def test_a_released_cell_waits_again_at_once_without_using_an_attempt(storage):
+    """Ctrl-C gives the claim back: the next worker takes it now, and it does not count as a loss."""
+    q = CellQueue(storage, _study(), max_attempts=2)
+    q.enqueue(_cells(1), finished=set())
+    for attempt in (1, 2, 3):  # more releases than max_attempts: none of them counts
+        c = q.claim(Worker("h", attempt, "0"))
+        assert c is not None and c.attempt == attempt
+        q.release(c.trial_id, "interrupted on h")
+    trials = sorted(q.trials(), key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "FAIL", "WAITING"]
+    assert all(UNCOUNTED in t.user_attrs for t in trials[:3]) and trials[-1].user_attrs[PREVIOUS] == []
+    c = q.claim(Worker("h", 4, "0"))
+    q.note(c.trial_id, HEARTBEAT, time.time() - 100)  # then a real loss is still retried (1 of 2)
+    assert q.reap_stale(grace=30) == [("cell000", None)] and _state(q)["cell000"][-1] == "WAITING"
