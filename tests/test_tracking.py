@@ -166,9 +166,10 @@ def test_a_bad_tracking_uri_is_one_user_error_at_once(tmp_path, monkeypatch):
 def test_the_cli_says_a_bad_tracking_uri_in_one_line_and_exits_2(tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
-    study = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+    from tests.e2e.conftest import tiny_study
+
+    study = tiny_study(tmp_path)  # its own data: a clean clone has no demo_data/
     for uri in ("foo://bar", f"http://127.0.0.1:{_free_port()}"):
         proc = subprocess.run([sys.executable, "-c", "from ablate.cli import main; main()", "status", str(study),
                                "--tracking-uri", uri], capture_output=True, text=True, timeout=60, cwd=tmp_path)
