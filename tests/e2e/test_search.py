@@ -215,3 +215,29 @@ def test_a_search_trial_lost_with_its_worker_is_rerun_with_the_same_params(tmp_p
     assert sum(UNCOUNTED not in t.user_attrs for t in trials) == 4  # n_trials, the lost one replaced by its copy
     runs = [r for r in Tracker(uri).cell_runs(Tracker(uri).experiment_id("lost")) if r.data.tags["ablate.run_id"] == held["run_id"]]
     assert sorted((r.info.status, r.data.tags["ablate.attempt"]) for r in runs) == [("FINISHED", "2"), ("KILLED", "1")]
+
+
+def test_ctrl_c_gives_a_search_trial_back_at_once(tmp_path: Path):
+    """As for grid cells: after Ctrl-C no trial stays RUNNING, so a re-run need not wait out the grace."""
+    import signal
+    from collections import Counter
+
+    from ablate.queue import CellQueue
+
+    study = _study(tmp_path, "sc", {"n_trials": 2, "sampler": "random", "seed": 0, "pruner": "none", "space": LR}, epochs=40)
+    proc = subprocess.Popen([ABLATE, "run", str(study), "--no-display"], cwd=tmp_path,
+                            env={**os.environ, "ABLATE_CACHE": str(tmp_path / "cache")},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if ": running" in line:
+            break
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + out
+    states = Counter(t.state.name for t in CellQueue(str(tmp_path / "mlruns" / "queue.journal"), "sc", kind="search").trials())
+    assert states["RUNNING"] == 0 and states["WAITING"] == 1, states
+    r = ablate("run", study, "--no-display", "--grace", "600", cwd=tmp_path, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
