@@ -54,7 +54,6 @@ def watch(place, study: str, run_ids: list[str], procs, console=None, every: flo
 
     console = console or Console(stderr=True)
     tracker = Tracker(place.tracking_uri)
-    exp = tracker.experiment_id(study)
     started = time.time()
     first = snapshot(tracker, study, run_ids)
     at_start = sum(1 for s in first.values() if s["status"] == "FINISHED")

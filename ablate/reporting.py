@@ -17,15 +17,13 @@ def make_report(place, out: Path | None = None) -> Path:
         raise UserError(f"nothing to report for {study.name}: no MLflow store at {db} "
                         "(run `ablate run` on the study first, or point --tracking-uri at its store)")
     tracker = Tracker(place.tracking_uri)
-    if tracker.experiment_id(study.name, create=False) is None:
+    exp = tracker.experiment_id(study.name, create=False)
+    if exp is None:
         raise UserError(f"nothing to report for {study.name}: it has no runs in {place.tracking_uri} "
                         "(run `ablate run` on the study first)")
     frame = load_cells(tracker, study.name, [(c.run_id, c.name, c.axes) for c in cells])
     out = Path(out or Path("reports") / study.name)
     page = build_report(study.name, study.description or "", frame, study.report, out,
                         lambda run, split: read_predictions(tracker, run, split))
-    exp = tracker.experiment_id(study.name, create=False)
-    if exp is not None:
-        parent = tracker.parent_run(exp, study.name, study.description)
-        tracker.client.log_artifacts(parent, str(out), "report")
+    tracker.client.log_artifacts(tracker.parent_run(exp, study.name, study.description), str(out), "report")
     return page

@@ -136,16 +136,17 @@ def enqueue(queue, cells: list[Cell]) -> int:
 
 def cell_runs(tracker, exp: str, run_id: str) -> list:
     """Every MLflow run (attempt) of one cell."""
-    return list(tracker.client.search_runs([exp], f"tags.`ablate.run_id` = '{run_id}'", max_results=1000))
+    from ablate.tracking import RUN_ID
+
+    return list(tracker.client.search_runs([exp], f"tags.`{RUN_ID}` = '{run_id}'", max_results=1000))
 
 
 def _mark_lost(tracker, reaped) -> None:
     for _, mlflow_id in reaped:
         if not mlflow_id:
             continue
-        try:  # a cell that reached FINISHED before its worker died keeps its result
-            if tracker.client.get_run(mlflow_id).info.status == "RUNNING":
-                tracker.fail_cell(mlflow_id, "the worker running this cell stopped (no heartbeat); the cell was re-queued", "KILLED")
+        try:
+            tracker.kill_if_running(mlflow_id, "the worker running this cell stopped (no heartbeat); the cell was re-queued")
         except Exception:
             pass
 
@@ -313,9 +314,7 @@ def _killed_unless_ended(tracking_uri: str, mlflow_run_id: str) -> None:
     from ablate.tracking import Tracker
 
     try:
-        tracker = Tracker(tracking_uri)
-        if tracker.client.get_run(mlflow_run_id).info.status == "RUNNING":
-            tracker.fail_cell(mlflow_run_id, "interrupted (Ctrl-C) before the cell process ended", "KILLED")
+        Tracker(tracking_uri).kill_if_running(mlflow_run_id, "interrupted (Ctrl-C) before the cell process ended")
     except Exception:  # noqa: BLE001 - the store is unreachable too; the heartbeat grace covers it
         pass
 

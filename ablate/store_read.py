@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import UserError
-from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, read_final, sqlite_file
+from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, read_final, representative, sqlite_file
 
 _NEEDED = {
     "experiments": {"experiment_id", "name"},
@@ -104,21 +104,15 @@ def _read(con: sqlite3.Connection, study: str) -> dict[str, dict[str, Any]]:
     ):
         metrics.setdefault(uuid, {})[key] = math.nan if is_nan else float(value)
     out: dict[str, dict[str, Any]] = {}
-    for uuid, name, status in runs:
+    chosen = representative((tags.get(uuid, {}).get(RUN_ID), status, (uuid, name)) for uuid, name, status in runs)
+    for rid, st in chosen.items():
+        uuid, name = st["run"]
         t = tags.get(uuid, {})
-        rid = t.get(RUN_ID)
-        if rid is None:
-            continue
-        cur = out.get(rid)
-        attempts = (cur["attempts"] if cur else 0) + 1
-        if cur is not None and cur["status"] == "FINISHED":
-            cur["attempts"] = attempts
-            continue
         m = dict(metrics.get(uuid, {}))
         final = read_final(t)  # as tracking.final_metrics: None (keep the latest values) unless whole
         if final is not None:
             m.update(final)
-        out[rid] = {"status": status, "attempts": attempts, "metrics": m, "error": t.get("ablate.error"),
+        out[rid] = {"status": st["status"], "attempts": st["attempts"], "metrics": m, "error": t.get("ablate.error"),
                     "name": name, "worker": t.get("ablate.worker", ""), "mlflow_run_id": uuid}
     return out
 

@@ -201,6 +201,11 @@ class Tracker:
             self.client.log_artifacts(mlflow_run_id, str(outputs))
         self.client.set_terminated(mlflow_run_id, "FINISHED")
 
+    def kill_if_running(self, mlflow_run_id: str, why: str) -> None:
+        """Mark a cell run KILLED unless it ended already (a cell that FINISHED keeps its result)."""
+        if self.client.get_run(mlflow_run_id).info.status == "RUNNING":
+            self.fail_cell(mlflow_run_id, why, "KILLED")
+
     def fail_cell(self, mlflow_run_id: str, error: str, status: str = "FAILED") -> None:
         self.client.set_tag(mlflow_run_id, "ablate.error", error.strip().splitlines()[-1][:4000] if error.strip() else status)
         self.client.log_text(mlflow_run_id, error, "error.txt")
@@ -228,16 +233,7 @@ class Tracker:
         """run_id -> the representative attempt: FINISHED if any, else the latest; with attempt count."""
         if experiment_id is None:
             return {}
-        best: dict[str, dict[str, Any]] = {}
-        for r in self.cell_runs(experiment_id):
-            rid = r.data.tags.get(RUN_ID)
-            cur = best.get(rid)
-            attempts = (cur["attempts"] if cur else 0) + 1
-            if cur is None or cur["status"] != "FINISHED":
-                best[rid] = {"status": r.info.status, "run": r, "attempts": attempts}
-            else:
-                cur["attempts"] = attempts
-        return best
+        return representative((r.data.tags.get(RUN_ID), r.info.status, r) for r in self.cell_runs(experiment_id))
 
     def history(self, mlflow_run_id: str, keys: Iterable[str] = HISTORY_KEYS) -> dict[str, list[float]]:
         out = {}
@@ -246,6 +242,21 @@ class Tracker:
             if hist:
                 out[k] = [m.value for m in hist if m.step >= 1]
         return out
+
+
+def representative(attempts: Iterable[tuple[str | None, str, Any]]) -> dict[str, dict[str, Any]]:
+    """(run_id, status, run) of every attempt, oldest first -> run_id -> {status, run, attempts}: the
+    FINISHED attempt if there is one, else the latest. The one rule for every reader of cell status."""
+    best: dict[str, dict[str, Any]] = {}
+    for rid, status, run in attempts:
+        if rid is None:
+            continue
+        cur = best.get(rid)
+        if cur is None or cur["status"] != "FINISHED":
+            best[rid] = {"status": status, "run": run, "attempts": (cur["attempts"] if cur else 0) + 1}
+        else:
+            cur["attempts"] += 1
+    return best
 
 
 def final_tags(final: dict[str, float]) -> dict[str, str]:

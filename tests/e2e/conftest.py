@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,6 +38,38 @@ def ablate(*args, cwd: Path, env: dict | None = None, timeout: float = 300) -> s
     full_env = {**os.environ, "ABLATE_CACHE": str(cwd / "cache"), **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([ABLATE, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def interrupt_mid_cell(study: Path, cwd: Path) -> tuple[int, str]:
+    """`ablate run STUDY`, then Ctrl-C (SIGINT to its process group) 2 s after a cell starts: (exit code, output)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([ABLATE, "run", str(study), "--no-display"], cwd=cwd,
+                            env={**os.environ, "ABLATE_CACHE": str(cwd / "cache")},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if ": running" in line:  # a cell started (the study's path may hold the word too)
+            break
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, "".join(seen) + out
+
+
+@contextlib.contextmanager
+def reaped(procs: list, timeout: float = 240):
+    """Wait for every process after the block; kill what still runs if the block or the wait fails."""
+    try:
+        yield procs
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
 
 
 def finished_runs(folder: Path, study: str) -> list:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ABLATE, tiny_study
+from tests.e2e.conftest import ABLATE, tiny_study, reaped
 from tests.test_queue import postgres_url  # noqa: F401 - the fixture, shared with the queue's unit tests
 
 psutil = pytest.importorskip("psutil")
@@ -104,19 +104,13 @@ def test_three_workers_one_killed_mid_cell_every_cell_finishes_exactly_once(stor
     Tracker(uri).experiment_id("tiny")  # a fresh sqlite store migrates its schema once, not three times at once
     procs = [_worker(tmp_path, study, storage, uri, f"worker{i}.log") for i in range(3)]
     workers = {p.pid: p for p in procs}
-    try:
+    with reaped(procs):
         victim, held, family = _kill_a_worker_mid_cell(storage, uri, workers, time.time() + 180)
         # PR_SET_PDEATHSIG: the fork server and the cell die with their worker, no orphan trains on.
         deadline = time.time() + 15
         while time.time() < deadline and not all(_gone(p) for p in family):
             time.sleep(0.2)
         assert all(_gone(p) for p in family), [p.pid for p in family if not _gone(p)]
-        for p in procs:
-            p.wait(timeout=240)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
     logs = "\n".join((tmp_path / f"worker{i}.log").read_text() for i in range(3))
     assert workers[victim].returncode == -signal.SIGKILL
     assert all(p.returncode == 0 for p in procs if p.pid != victim), logs
@@ -212,12 +206,9 @@ def test_two_workers_started_apart_log_to_one_mlflow_server(mlflow_server, tmp_p
     first = _worker(tmp_path, study, storage, url, "a.log")
     time.sleep(1.0)  # another machine joins a moment later; both plan, the queue keeps each cell once
     second = _worker(tmp_path, study, storage, url, "b.log")
-    try:
-        codes = [p.wait(timeout=300) for p in (first, second)]
-    finally:
-        for p in (first, second):
-            if p.poll() is None:
-                p.kill()
+    with reaped([first, second], timeout=300):
+        pass
+    codes = [first.returncode, second.returncode]
     logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
     assert codes == [0, 0], logs
     client = MlflowClient(url)

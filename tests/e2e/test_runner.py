@@ -9,9 +9,8 @@ import subprocess
 import time
 from collections import Counter
 
-import pytest
 
-from tests.e2e.conftest import ABLATE, ablate, finished_runs, tiny_study
+from tests.e2e.conftest import ABLATE, ablate, finished_runs, interrupt_mid_cell, tiny_study
 
 
 def _by_cell(runs):
@@ -126,18 +125,8 @@ def test_ctrl_c_gives_the_running_cell_back_at_once(study_dir):
     from ablate.queue import CellQueue
 
     study = tiny_study(study_dir, grid={"lr": [1.0e-3, 2.0e-3]}, epochs=40)
-    proc = subprocess.Popen([ABLATE, "run", str(study), "--no-display"], cwd=study_dir,
-                            env={**os.environ, "ABLATE_CACHE": str(study_dir / "cache")},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if ": running" in line:  # a cell started (the study's path may hold the word too)
-            break
-    time.sleep(2)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(seen) + out
+    code, out = interrupt_mid_cell(study, study_dir)
+    assert code == 130, out
     statuses = [s for v in _by_cell(finished_runs(study_dir, "tiny")).values() for s in v]
     assert "KILLED" in statuses and "RUNNING" not in statuses and _parent_status(study_dir, "tiny") == "KILLED"
     queue = CellQueue(str(study_dir / "mlruns" / "queue.journal"), "tiny")

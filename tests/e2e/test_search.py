@@ -17,7 +17,7 @@ import yaml
 
 from ablate.errors import UserError
 from ablate.spec import load_study
-from tests.e2e.conftest import ABLATE, ablate
+from tests.e2e.conftest import ABLATE, ablate, interrupt_mid_cell, reaped
 
 TRIALS, EPOCHS = 6, 3
 
@@ -196,14 +196,8 @@ def test_a_search_trial_lost_with_its_worker_is_rerun_with_the_same_params(tmp_p
     uri, storage = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", str(tmp_path / "queue.journal")
     Tracker(uri).experiment_id("lost")
     procs = [_worker(tmp_path, study, storage, uri, f"w{i}.log") for i in range(2)]
-    try:
+    with reaped(procs):
         victim, held, family = _kill_a_worker_mid_cell(storage, uri, {p.pid: p for p in procs}, time.time() + 180, "lost", "search")
-        for p in procs:
-            p.wait(timeout=240)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
     assert all(_gone(p) for p in family)
     assert sorted(p.returncode for p in procs) == [-9, 0]
     trials = sorted(optuna.load_study(study_name="ablate:lost:search", storage=open_storage(storage)).trials, key=lambda t: t.number)
@@ -219,24 +213,13 @@ def test_a_search_trial_lost_with_its_worker_is_rerun_with_the_same_params(tmp_p
 
 def test_ctrl_c_gives_a_search_trial_back_at_once(tmp_path: Path):
     """As for grid cells: after Ctrl-C no trial stays RUNNING, so a re-run need not wait out the grace."""
-    import signal
     from collections import Counter
 
     from ablate.queue import CellQueue
 
     study = _study(tmp_path, "sc", {"n_trials": 2, "sampler": "random", "seed": 0, "pruner": "none", "space": LR}, epochs=40)
-    proc = subprocess.Popen([ABLATE, "run", str(study), "--no-display"], cwd=tmp_path,
-                            env={**os.environ, "ABLATE_CACHE": str(tmp_path / "cache")},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if ": running" in line:
-            break
-    time.sleep(2)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(seen) + out
+    code, out = interrupt_mid_cell(study, tmp_path)
+    assert code == 130, out
     states = Counter(t.state.name for t in CellQueue(str(tmp_path / "mlruns" / "queue.journal"), "sc", kind="search").trials())
     assert states["RUNNING"] == 0 and states["WAITING"] == 1, states
     r = ablate("run", study, "--no-display", "--grace", "600", cwd=tmp_path, timeout=240)
