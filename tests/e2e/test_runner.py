@@ -9,7 +9,6 @@ import subprocess
 import time
 from collections import Counter
 
-
 from tests.e2e.conftest import ABLATE, ablate, finished_runs, interrupt_mid_cell, tiny_study
 
 
