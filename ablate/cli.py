@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,6 +20,16 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Read, check, describe, generate and fetch corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+class FinetuneChoice(str, Enum):  # the values of spec.Finetune (tests/test_cli.py checks they agree)
+    full = "full"
+    lora = "lora"
+
+
+class LossChoice(str, Enum):  # the values of spec.Loss
+    ce = "ce"
+    focal = "focal"
 
 
 def _print_json(obj) -> None:
@@ -124,7 +135,7 @@ ATTEMPTS_OPT = typer.Option(3, "--max-attempts", min=1, help="Trials per cell wh
 
 
 def _place(study: Path, overrides, tracking_uri, storage, **kw):
-    from ablate.scheduler import resolve_place
+    from ablate.scheduler.plan import resolve_place
 
     return resolve_place(study, list(overrides or []), tracking_uri, storage, **kw)
 
@@ -138,7 +149,7 @@ def plan(
     offline: bool = typer.Option(False, "--no-status", help="Do not read MLflow: every cell shows as pending."),
 ) -> None:
     """Every cell of the study: run_id, axis values, status (done / failed / pending)."""
-    from ablate.scheduler import plan as make_plan
+    from ablate.scheduler.plan import plan as make_plan
 
     spec, cells = make_plan(_place(study, overrides, tracking_uri, None), read_mlflow=not offline)
     status = {"FINISHED": "done", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running"}
@@ -170,7 +181,7 @@ def run(
 
     Local workers join the queue beside any `ablate worker` started elsewhere on the same --storage.
     """
-    from ablate.scheduler import run as run_study
+    from ablate.scheduler.local import run as run_study
 
     place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace,
                    max_attempts=max_attempts)
@@ -190,8 +201,12 @@ def worker(
     max_attempts: int = ATTEMPTS_OPT,
     plan_first: bool = typer.Option(True, "--plan/--no-plan", help="Queue the cells MLflow has not finished before working."),
 ) -> None:
-    """Join a study's queue from any machine and work until nothing is waiting or running (a search: until n_trials)."""
-    from ablate.scheduler import work, work_on_gpus
+    """Join a study's queue from any machine and work until nothing is waiting or running (a search: until n_trials).
+
+    Exit 0 when every cell this worker ran finished, 1 when one failed, 130 on Ctrl-C.
+    """
+    from ablate.scheduler.local import work_on_gpus, worker_exit
+    from ablate.scheduler.worker import work
 
     place = _place(study, overrides, tracking_uri, storage, heartbeat_seconds=heartbeat, grace_seconds=grace,
                    max_attempts=max_attempts)
@@ -204,6 +219,7 @@ def worker(
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[0]
     counts = work(place, gpu=ids[0] if ids else "", plan_first=plan_first)
     typer.echo(f"worker done: {counts}")
+    raise typer.Exit(worker_exit(counts))
 
 
 @app.command()
@@ -215,7 +231,7 @@ def status(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Cells by status, what each worker (host, pid, GPU) holds, and the failures with their cause."""
-    from ablate.scheduler import study_status
+    from ablate.scheduler.plan import study_status
 
     st = study_status(_place(study, overrides, tracking_uri, storage))
     if as_json:
@@ -248,8 +264,8 @@ def train(
     dev_files: Optional[List[str]] = typer.Option(None, "--dev", help="FILE[:GENRE]; default: a seeded 20% split of --train."),
     test_files: Optional[List[str]] = typer.Option(None, "--test", help="FILE[:GENRE], repeatable."),
     backbone: str = typer.Option("scratch:bert:tiny", help="Hub id, local folder, or scratch:FAMILY[:SHAPE]."),
-    finetune: str = typer.Option("full", help="full | lora"),
-    loss: str = typer.Option("ce", help="ce | focal"),
+    finetune: FinetuneChoice = typer.Option("full", help="Fine-tune every weight, or LoRA adapters and the head."),
+    loss: LossChoice = typer.Option("ce", help="Cross-entropy or focal loss."),
     lr: float = typer.Option(1.0e-5),
     epochs: int = typer.Option(3),
     batch_size: int = typer.Option(16),
@@ -261,7 +277,7 @@ def train(
     """Train one cell without MLflow: a per-epoch table and the final test line (debugging, scripting)."""
     from ablate.single import train_one
 
-    raise typer.Exit(train_one(train_files, dev_files or [], test_files or [], backbone, finetune, loss, lr, epochs,
+    raise typer.Exit(train_one(train_files, dev_files or [], test_files or [], backbone, finetune.value, loss.value, lr, epochs,
                                batch_size, seed, max_length, out, list(overrides or [])))
 
 
@@ -273,7 +289,7 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Output folder (default reports/<study>)."),
 ) -> None:
     """Tables and figures of a paper from the study's MLflow runs, under reports/<study>/."""
-    from ablate.reporting import make_report
+    from ablate.report.collect import make_report
 
     path = make_report(_place(study, overrides, tracking_uri, None), out)
     typer.echo(f"wrote {path}")

@@ -8,6 +8,7 @@ do not multiply its cells: such a cell appears once, with None for those axes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablate.errors import DataError
-from ablate.spec import CELL_AXES, RunSpec, StudySpec, TrainSpec
+from ablate.spec.schema import CELL_AXES, RunSpec, TrainSpec, nested_exclude, unused_groups
+from ablate.spec.study import StudySpec
 
 # Fields that do not change what a run computes: `axes` restates the resolved values, `data.root`
 # says where the files are (their content hashes say what they are), `save_model` only keeps a copy.
-# Likewise train.lora under full fine-tuning and train.focal under cross-entropy (see _ignored).
+# Likewise the settings groups a cell's methods do not use (METHODS: train.lora under full fine-tuning).
 _NOT_HASHED = {"axes": True, "data": {"root"}, "train": {"save_model"}}
-_USED_BY = {"lora": ("finetune", "lora"), "focal": ("loss", "focal")}  # settings group -> the cell value using it
 _NAME_KEYS = {
     "lora.r": "r", "lora.alpha": "la", "lora.dropout": "ld", "lora.target_modules": "tm",
     "focal.gamma": "g", "focal.alpha": "fa", "batch_size": "bs", "eval_batch_size": "ebs",
@@ -39,13 +40,13 @@ def expand(study: StudySpec) -> list[RunSpec]:
     runs, seen = [], set()
     for values in itertools.product(*(study.grid[n] for n in names)):
         cell = dict(zip(names, values))
-        train = {**base, "lora": {**base["lora"]}, "focal": {**base["focal"]}}
-        ignored = _ignored(cell["finetune"], cell["loss"])
+        train = copy.deepcopy(base)
+        unused = unused_groups(cell)
         for name, value in cell.items():
             if name in CELL_AXES:
                 continue
             *outer, last = name.split(".")
-            if outer and outer[0] in ignored:
+            if any(name.startswith(g + ".") for g in unused):
                 cell[name] = None
                 continue
             node = train
@@ -79,8 +80,8 @@ def run_id(spec: RunSpec, data_hashes: dict[str, str]) -> str:
     enter by content and genre, not by path: moving the data or the checkout keeps every id.
     The code version is not hashed (a new commit keeps finished cells finished).
     """
-    ignored = _ignored(spec.finetune, spec.loss)
-    exclude = {**_NOT_HASHED, "train": _NOT_HASHED["train"] | ignored} if ignored else _NOT_HASHED
+    unused = nested_exclude(unused_groups({a: getattr(spec, a) for a in CELL_AXES}))
+    exclude = {**_NOT_HASHED, "train": {k: True for k in _NOT_HASHED["train"]} | unused}
     payload = spec.model_dump(mode="json", exclude=exclude)
     for (role, i), f in spec.data.files():
         entry = payload["data"][role][i]
@@ -120,12 +121,6 @@ def file_hashes(paths: Iterable[str | Path]) -> dict[str, str]:
 def data_hashes(study: StudySpec) -> dict[str, str]:
     """`file_hashes` of every data file of a study: the second argument of `run_id`."""
     return file_hashes(study.data.resolved_files())
-
-
-def _ignored(finetune: str, loss: str) -> set[str]:
-    """The TrainSpec settings groups this cell's method does not use."""
-    cell = {"finetune": finetune, "loss": loss}
-    return {group for group, (axis, user) in _USED_BY.items() if cell[axis] != user}
 
 
 @lru_cache(maxsize=4096)

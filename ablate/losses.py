@@ -11,29 +11,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-IGNORE_INDEX = -100
-LossName = Literal["ce", "focal"]
+from ablate.spec.schema import IGNORE_INDEX, Loss, TrainSpec
+
 AlphaMode = Literal["none", "fixed", "learned"]
-
-
-class LossSettings(BaseModel):
-    """Loss hyper-parameters. Cross-entropy ignores them all."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    gamma: float = Field(default=2.0, ge=0)
-    alpha_mode: AlphaMode = "learned"  # the paper: "alpha_t is a trainable parameter"
-    alpha: tuple[float, ...] | None = None  # per class; required for "fixed", the start for "learned"
-
-    @model_validator(mode="after")
-    def _alpha_for_fixed(self) -> LossSettings:
-        if self.alpha_mode == "fixed" and self.alpha is None:
-            raise ValueError("alpha_mode 'fixed' needs `alpha`, one weight per label")
-        if self.alpha is not None and any(a <= 0 for a in self.alpha):
-            raise ValueError("alpha weights must be positive")
-        return self
 
 
 def _counted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,23 +123,28 @@ class FocalLoss(nn.Module):
         return focal_loss(logits, labels, gamma=self.gamma, alpha=self.alpha())
 
 
-def _build_ce(num_labels: int, settings: LossSettings) -> nn.Module:
+def _build_ce(num_labels: int, train: TrainSpec, label_counts: Sequence[int]) -> nn.Module:
     return CrossEntropyLoss()
 
 
-def _build_focal(num_labels: int, settings: LossSettings) -> nn.Module:
-    return FocalLoss(num_labels, gamma=settings.gamma, alpha_mode=settings.alpha_mode, alpha=settings.alpha)
+def _build_focal(num_labels: int, train: TrainSpec, label_counts: Sequence[int]) -> nn.Module:
+    f = train.focal
+    if f.alpha == "inverse_freq":
+        return FocalLoss(num_labels, gamma=f.gamma, alpha_mode="fixed", alpha=inverse_frequency_alpha(label_counts))
+    return FocalLoss(num_labels, gamma=f.gamma, alpha_mode=f.alpha)
 
 
-# Name -> builder(num_labels, settings) -> module whose forward(logits, labels) is a scalar.
-LOSSES: dict[str, Callable[[int, LossSettings], nn.Module]] = {
+# Name -> builder(num_labels, the cell's TrainSpec, training label counts) -> module whose forward(logits, labels)
+# is a scalar. A loss reads its own settings group (train.focal); a new one adds its group and METHODS entry in spec.
+LOSSES: dict[str, Callable[[int, TrainSpec, Sequence[int]], nn.Module]] = {
     "ce": _build_ce,
     "focal": _build_focal,
 }
 
 
-def build_loss(name: LossName, num_labels: int, settings: LossSettings | None = None) -> nn.Module:
-    """The loss module called `name` (a key of LOSSES)."""
+def build_loss(name: Loss, num_labels: int, train: TrainSpec | None = None, label_counts: Sequence[int] = ()) -> nn.Module:
+    """The loss module called `name` (a key of LOSSES) with the settings of `train` (default: TrainSpec())."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
-    return LOSSES[name](num_labels, settings or LossSettings())
+    counts = list(label_counts) or [1] * num_labels
+    return LOSSES[name](num_labels, train or TrainSpec(), counts)

@@ -1,24 +1,31 @@
-"""`ablate train`: one cell from command-line flags, without MLflow, printing a per-epoch table."""
+"""`ablate train`: one cell from command-line flags, without MLflow, printing a per-epoch table.
+
+The flags are validated as a one-cell study by the same checks as `ablate run` (spec.load.validate_raw),
+built as a dict, never written to a file; each problem names the flag it came from.
+"""
 
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 from pathlib import Path
-
-import yaml
 
 from ablate.data.stats import parse_source
 from ablate.errors import UserError
-from ablate.spec.problems import StudyError
+
+# A problem's YAML path (longest prefix first) -> the flag that filled it.
+_FLAGS: list[tuple[tuple, str]] = [
+    (("train", "lr"), "--lr"), (("train", "epochs"), "--epochs"), (("train", "seed"), "--seed"),
+    (("train", "batch_size"), "--batch-size"), (("grid", "finetune"), "--finetune"), (("grid", "loss"), "--loss"),
+    (("data", "max_length"), "--max-length"), (("data", "train"), "--train"), (("data", "dev"), "--dev"),
+    (("data", "test"), "--test"), (("data",), "--train/--dev/--test"), (("backbones",), "--backbone"),
+]
 
 
 def _files(args: list[str]) -> list[dict]:
     out = []
     for a in args:
         path, genre = parse_source(a)
-        out.append({"path": str(path.resolve()), **({"genre": genre} if genre else {})})
+        out.append({"path": os.path.abspath(path), **({"genre": genre} if genre else {})})
     return out
 
 
@@ -26,65 +33,60 @@ def _backbone(arg: str) -> dict:
     if arg.startswith("scratch:"):
         parts = arg.split(":")
         return {"scratch": parts[1], **({"shape": parts[2]} if len(parts) > 2 else {})}
-    if arg.startswith(("./", "../", "~")):  # a folder of the user's: against the working directory, not the temp study
+    if arg.startswith(("./", "../", "~", "/")):  # a folder of the user's, against the working directory
         return {"pretrained": os.path.abspath(Path(arg).expanduser())}
     return {"pretrained": arg}
 
 
-# Study paths that `train_one` fills from a flag (longest first): problems there name the flag, not the YAML.
-_FLAGS = [("grid.finetune", "--finetune"), ("grid.loss", "--loss"), ("grid.lr", "--lr"), ("grid.epochs", "--epochs"),
-          ("grid.seed", "--seed"), ("grid.batch_size", "--batch-size"), ("data.max_length", "--max-length"),
-          ("data.train", "--train"), ("data.dev", "--dev"), ("data.test", "--test"), ("data", "--train/--dev/--test"),
-          ("backbones", "--backbone")]
-
-
-def _flag_problem(problem: str, study_path: Path, overrides: list[str]) -> str:
-    """`/tmp/x/train.yaml:20: grid.finetune[0]: 'half' is not ...` -> `--finetune: 'half' is not ...`."""
-    rest = problem[len(str(study_path)):] if problem.startswith(str(study_path)) else problem
-    rest = re.sub(r"^:\d+(?::\d+)?: ", "", rest).removeprefix(": ")
-    for item in overrides:  # `--set KEY=V: msg` or `a.b (--set KEY=V): msg`: the user's own words
-        if rest.startswith(f"--set {item}: "):
-            return rest
-        m = re.match(r"^[^ ]+ \(--set " + re.escape(item) + r"\): ", rest)
-        if m:
-            return f"--set {item}: " + rest[m.end():]
-    loc, sep, msg = rest.partition(": ")
+def flag_of(loc: tuple, set_locs: dict[tuple, str]) -> str:
+    """The flag a problem at this YAML path came from: `--set ITEM` when an override set it."""
+    if loc[:1] == ("--set",):
+        return f"--set {loc[1]}"
+    for s, item in set_locs.items():
+        if loc[: len(s)] == s or s[: len(loc)] == loc:
+            return f"--set {item}"
     for prefix, flag in _FLAGS:
-        if sep and (loc == prefix or loc.startswith((prefix + "[", prefix + "."))):
-            return f"{flag}: {msg}"
-    return rest
+        if loc[: len(prefix)] == prefix:
+            return flag
+    return ".".join(map(str, loc)) or "the options"
+
+
+def cell_from_flags(train, dev, test, backbone, finetune, loss, lr, epochs, batch_size, seed, max_length, overrides):
+    """The flags -> the one RunSpec they describe; every problem in one UserError, each naming its flag."""
+    from ablate.grid import expand
+    from ablate.spec.load import apply_overrides, validate_raw
+
+    raw = {
+        "name": "train",
+        "data": {"root": str(Path.cwd()), "train": _files(train),
+                 "dev": _files(dev) if dev else {"split": 0.2, "seed": 0}, "test": _files(test), "max_length": max_length},
+        "backbones": {"model": _backbone(backbone)},
+        "grid": {"finetune": [finetune], "loss": [loss]},
+        "train": {"lr": lr, "epochs": epochs, "seed": seed, "batch_size": batch_size},
+    }
+    problems, set_locs = apply_overrides(raw, overrides)
+    study, more = validate_raw(raw) if not problems else (None, [])
+    problems += more
+    if problems:
+        lines = [f"{flag_of(loc, set_locs)}: {msg}" for loc, msg in problems]
+        if len(lines) == 1:
+            raise UserError(lines[0])
+        raise UserError("\n".join([f"invalid options ({len(lines)} problems)", *("  " + p for p in lines)]))
+    [spec] = expand(study)
+    return spec
 
 
 def train_one(train, dev, test, backbone, finetune, loss, lr, epochs, batch_size, seed, max_length, out: Path, overrides) -> int:
-    """Validate the flags as a one-cell study (same checks as `ablate run`), train it, print the result."""
+    """Validate the flags (same checks as `ablate run`), train the cell, print the result."""
     from rich.console import Console
 
     from ablate.executor import run_one
-    from ablate.grid import expand
-    from ablate.spec import load_study
 
-    study = {
-        "name": "train",
-        "data": {"root": str(Path.cwd()), "train": _files(train),
-                 "dev": _files(dev) if dev else {"split": 0.2, "seed": 0},
-                 "test": _files(test), "max_length": max_length},
-        "backbones": {"model": _backbone(backbone)},
-        "grid": {"finetune": [finetune], "loss": [loss], "lr": [lr], "epochs": [epochs], "seed": [seed], "batch_size": [batch_size]},
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "train.yaml"
-        path.write_text(yaml.safe_dump(study, allow_unicode=True), encoding="utf-8")
-        try:
-            [spec] = expand(load_study(path, overrides))
-        except StudyError as e:  # name the flags; the temporary YAML is no file of the user's
-            problems = [_flag_problem(p, path, overrides) for p in e.problems]
-            if len(problems) == 1:
-                raise UserError(problems[0]) from None
-            raise UserError("\n".join([f"invalid options ({len(problems)} problems)", *("  " + p for p in problems)])) from None
+    spec = cell_from_flags(train, dev, test, backbone, finetune, loss, lr, epochs, batch_size, seed, max_length, overrides)
     console = Console()
     head = ["epoch", "train loss", "dev P", "dev R", "dev F1", "dev macro F1", "seconds", "tokens/s"]
-    console.print(f"training {spec.backbone} ({backbone}) {finetune} {loss} lr {lr:g}, {epochs} epochs, batch {batch_size}")
-
+    console.print(f"training {spec.backbone} ({backbone}) {finetune} {loss} lr {spec.train.lr:g}, {spec.train.epochs} epochs, "
+                  f"batch {spec.train.batch_size}")
     console.print("  ".join(head))
 
     def on_epoch(epoch: int, m: dict) -> None:

@@ -1,7 +1,7 @@
 """The one training loop: length-grouped batches, AdamW, warm-up then linear decay, per-genre dev scores.
 
 Every cell of every study runs through `train`. Speed comes from what the loop does not do:
-no padding to a fixed length, no per-step host syncs, argmax on the device at evaluation.
+no padding to a fixed length, no per-step host syncs, decoding on the device at evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ablate.data.encode import Window, batches, collate, stitch
 from ablate.data.readers import Sentence, write_conll
 from ablate.metrics import GenreScores, score, score_genres, score_json
 from ablate.results import RunResult
+from ablate.spec.schema import TrainSpec
 
 SYNC_EVERY = 50  # optimizer steps between divergence checks (each check is a host sync)
 
@@ -33,29 +34,11 @@ class Split:
     sentences: list[Sentence]
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    lr: float
-    epochs: int
-    seed: int = 1
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    warmup_steps: int | None = None
-    weight_decay: float = 0.01
-    max_grad_norm: float = 5.0
-    precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
-    select_metric: str = "dev/macro_f1"
-    early_stopping: int | None = None
-    save_model: bool = False
-
-
-def _optimizer(model, loss_fn, s: LoopSettings, device):
+def _optimizer(model, head, s: TrainSpec, device):
     import torch
 
     decay, no_decay = [], []
-    for name, p in list(model.named_parameters()) + list(loss_fn.named_parameters()):
+    for name, p in list(model.named_parameters()) + list(head.named_parameters()):
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -64,7 +47,7 @@ def _optimizer(model, loss_fn, s: LoopSettings, device):
     return torch.optim.AdamW(groups, lr=s.lr, fused=device.type in ("cuda", "cpu"))
 
 
-def _schedule(optimizer, total_steps: int, s: LoopSettings):
+def _schedule(optimizer, total_steps: int, s: TrainSpec):
     import torch
 
     warmup = s.warmup_steps if s.warmup_steps is not None else math.ceil(s.warmup_ratio * total_steps)
@@ -85,17 +68,19 @@ def _use_bf16(device, precision: str) -> bool:
     return precision == "bf16" or torch.cuda.is_bf16_supported()
 
 
-def predict(model, split: Split, id2label: Sequence[str], device, batch_size: int, bf16: bool, pad_id: int) -> list[list[str]]:
-    """One predicted tag per character of every sentence."""
+def predict(model, head, split: Split, id2label: Sequence[str], device, batch_size: int, bf16: bool,
+            pad_id: int) -> list[list[str]]:
+    """One predicted tag per character of every sentence (each window decoded by the head, then stitched)."""
     import torch
 
     model.eval()
+    head.eval()
     outputs: list[list[int]] = [[] for _ in split.windows]
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for idxs in batches(split.windows, batch_size, shuffle=False):
             b = collate(split.windows, idxs, pad_id)
-            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-            for i, row in zip(idxs, logits.argmax(-1).tolist()):
+            out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device))
+            for i, row in zip(idxs, head.decode(out, b["predict_mask"].to(device)).tolist()):
                 outputs[i] = row
     ids = stitch(split.windows, outputs, [len(s) for s in split.sentences])
     return [[id2label[i] for i in row] for row in ids]
@@ -133,32 +118,34 @@ def _peak_memory_mb(device) -> float:
 
 def train(
     model,
-    loss_fn,
+    head,
     train_split: Split,
     dev: Split,
     test: Split | None,
     id2label: Sequence[str],
-    s: LoopSettings,
+    s: TrainSpec,
     device,
     out_dir: Path,
     pad_id: int = 0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    fault: str | None = None,
     extra_final: dict[str, float] | None = None,
 ) -> RunResult:
-    """Train, keep the best epoch by `s.select_metric`, score test there, write predictions."""
+    """Train, keep the best epoch by `s.select_metric`, score test there, write predictions.
+
+    The head gives the loss and the decoded tags (`ablate.models.heads.Head`); the loop never looks inside.
+    """
     import torch
 
     out_dir = Path(out_dir)
     torch.manual_seed(s.seed)
     model.to(device)
-    loss_fn.to(device)
+    head.to(device)
     bf16 = _use_bf16(device, s.precision)
     n_batches = len(batches(train_split.windows, s.batch_size, shuffle=False))
     steps_per_epoch = math.ceil(n_batches / s.grad_accum)
-    optimizer = _optimizer(model, loss_fn, s, device)
+    optimizer = _optimizer(model, head, s, device)
     scheduler = _schedule(optimizer, steps_per_epoch * s.epochs, s)
-    trainable = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    trainable = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -166,7 +153,7 @@ def train(
     best_value, best_epoch, best_state, best_dev_pred, stale = -math.inf, 0, None, None, 0
     for epoch in range(1, s.epochs + 1):
         model.train()
-        loss_fn.train()
+        head.train()
         order = batches(train_split.windows, s.batch_size, shuffle=True, seed=s.seed * 1000 + epoch)
         loss_sum = torch.zeros((), device=device)
         tokens = torch.zeros((), device=device, dtype=torch.long)
@@ -174,15 +161,9 @@ def train(
         start = time.perf_counter()
         for i, idxs in enumerate(order):
             b = {k: v.to(device, non_blocking=True) for k, v in collate(train_split.windows, idxs, pad_id).items()}
-            if fault == "oom":
-                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by ABLATE_FAULT at batch size {s.batch_size})")
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            loss = loss_fn(logits.float(), b["labels"])  # (batch, seq, labels) -> scalar, fp32
-            if fault == "nan" and i == 1:
-                loss = loss * float("nan")
-            if fault == "error" and i == 1:
-                raise RuntimeError("injected failure (ABLATE_FAULT=error)")
+                out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+                loss = head.loss(out, b["labels"])  # a scalar; heads compute it in fp32
             (loss / s.grad_accum).backward()
             loss_sum += loss.detach()
             tokens += b["attention_mask"].sum()
@@ -202,7 +183,7 @@ def train(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
-        dev_pred = predict(model, dev, id2label, device, s.eval_batch_size, bf16, pad_id)
+        dev_pred = predict(model, head, dev, id2label, device, s.eval_batch_size, bf16, pad_id)
         metrics, _ = evaluate(dev.sentences, dev_pred, "dev")
         metrics.update({
             "epoch": float(epoch),
@@ -237,7 +218,7 @@ def train(
     _write_predictions(pred_dir, "dev", dev.sentences, best_dev_pred or [])
     per_type = {"dev": {g: score_json(sc) for g, sc in evaluate(dev.sentences, best_dev_pred, "dev")[1].genres.items()}}
     if test is not None and test.windows:
-        test_pred = predict(model, test, id2label, device, s.eval_batch_size, bf16, pad_id)
+        test_pred = predict(model, head, test, id2label, device, s.eval_batch_size, bf16, pad_id)
         test_metrics, test_genres = evaluate(test.sentences, test_pred, "test")
         final.update(test_metrics)
         _write_predictions(pred_dir, "test", test.sentences, test_pred)

@@ -10,17 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablate.losses import (
-    IGNORE_INDEX,
-    LOSSES,
-    FocalLoss,
-    LossName,
-    LossSettings,
-    build_loss,
-    cross_entropy,
-    focal_loss,
-    inverse_frequency_alpha,
-)
+from ablate.losses import LOSSES, FocalLoss, build_loss, cross_entropy, focal_loss, inverse_frequency_alpha
+from ablate.spec import IGNORE_INDEX, Loss, TrainSpec
+
+
+def _train(**focal) -> TrainSpec:
+    return TrainSpec.model_validate({"focal": focal})
 
 NUM_LABELS = 5
 
@@ -38,14 +33,16 @@ def _all_losses() -> list[torch.nn.Module]:
     alpha = (0.5, 1.0, 2.0, 3.0, 0.25)
     return [
         build_loss("ce", NUM_LABELS),
-        build_loss("focal", NUM_LABELS, LossSettings(alpha_mode="none")),
-        build_loss("focal", NUM_LABELS, LossSettings(alpha_mode="fixed", alpha=alpha)),
-        build_loss("focal", NUM_LABELS, LossSettings(alpha_mode="learned", alpha=alpha)),
+        build_loss("focal", NUM_LABELS, _train(alpha="none")),
+        build_loss("focal", NUM_LABELS, _train(alpha="inverse_freq"), [10, 5, 1, 2, 40]),
+        build_loss("focal", NUM_LABELS, _train(alpha="learned")),
+        FocalLoss(NUM_LABELS, alpha_mode="fixed", alpha=alpha),
+        FocalLoss(NUM_LABELS, alpha_mode="learned", alpha=alpha),
     ]
 
 
 def test_every_loss_name_has_a_table_entry():
-    assert set(get_args(LossName)) == set(LOSSES)
+    assert set(get_args(Loss)) == set(LOSSES)
 
 
 def test_cross_entropy_matches_torch_with_ignore_index():
@@ -57,7 +54,7 @@ def test_cross_entropy_matches_torch_with_ignore_index():
 def test_focal_with_gamma_0_and_no_alpha_is_cross_entropy():
     logits, labels = _batch(1)
     assert torch.allclose(focal_loss(logits, labels, gamma=0.0), cross_entropy(logits, labels), atol=1e-6)
-    module = build_loss("focal", NUM_LABELS, LossSettings(gamma=0.0, alpha_mode="none"))
+    module = build_loss("focal", NUM_LABELS, _train(gamma=0.0, alpha="none"))
     assert torch.allclose(module(logits, labels), cross_entropy(logits, labels), atol=1e-6)
 
 
@@ -173,10 +170,18 @@ def test_fixed_alpha_is_not_a_parameter():
 
 def test_bad_settings_are_rejected():
     with pytest.raises(pydantic.ValidationError):
-        LossSettings(alpha_mode="fixed")
+        _train(alpha="fixed")
     with pytest.raises(pydantic.ValidationError):
-        LossSettings(alpha=(1.0, -1.0))
+        _train(gamma=-1.0)
+    with pytest.raises(ValueError):
+        FocalLoss(NUM_LABELS, alpha_mode="fixed")
     with pytest.raises(ValueError):
         FocalLoss(NUM_LABELS, alpha_mode="learned", alpha=[1.0, 2.0])
     with pytest.raises(ValueError):
         build_loss("dice", NUM_LABELS)  # type: ignore[arg-type]
+
+
+def test_inverse_frequency_focal_weighs_rare_labels_up():
+    loss_fn = build_loss("focal", NUM_LABELS, _train(alpha="inverse_freq"), [100, 10, 1, 1, 1])
+    alpha = loss_fn.alpha()
+    assert alpha[2] > alpha[1] > alpha[0] and list(loss_fn.parameters()) == []

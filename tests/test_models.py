@@ -13,11 +13,7 @@ from ablate.data.readers import read_corpus
 from ablate.errors import UserError
 from ablate.models import (
     LORA_TARGETS,
-    SHAPES,
     SPECIAL_TOKENS,
-    BackboneSpec,
-    LoraSettings,
-    ShapeDims,
     apply_lora,
     build_char_tokenizer,
     count_parameters,
@@ -25,6 +21,7 @@ from ablate.models import (
     save_scratch_backbone,
     scratch_config,
 )
+from ablate.spec import SHAPES, BackboneSpec, LoraSpec, ShapeDims
 
 FAMILIES = ["bert", "roberta", "deberta-v2", "albert", "electra"]
 LABELS = ["O", "B-DISE", "I-DISE", "B-BODY", "I-BODY"]
@@ -153,7 +150,7 @@ def _moved(model, steps_fn) -> tuple[set[str], set[str]]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_moves_only_adapters_and_head(family, tokenizer_dir, tmp_path):
     folder = save_scratch_backbone(BackboneSpec(scratch=family, shape="tiny"), tokenizer_dir, tmp_path)
-    model, tokenizer = load_model(folder, LABELS, "lora", LoraSettings(r=4, alpha=8))
+    model, tokenizer = load_model(folder, LABELS, "lora", LoraSpec(r=4, alpha=8))
     moved, still = _moved(model, lambda: _train_a_few_steps(model, tokenizer))
     trained = {k for k in moved | still if "lora_" in k or ".modules_to_save." in k}
     assert any("lora_A" in k for k in trained) and any("modules_to_save" in k for k in trained)
@@ -173,11 +170,11 @@ def test_full_finetuning_moves_every_weight(tokenizer_dir, tmp_path):
 
 def test_lora_target_modules_can_be_overridden(tokenizer_dir, tmp_path):
     folder = save_scratch_backbone(BackboneSpec(scratch="bert", shape="tiny"), tokenizer_dir, tmp_path)
-    model, _ = load_model(folder, LABELS, "lora", LoraSettings(r=2, target_modules=("key",)))
+    model, _ = load_model(folder, LABELS, "lora", LoraSpec(r=2, target_modules=("key",)))
     adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_" in n}
     assert adapted == {"key"}
     with pytest.raises(UserError, match="not found"):
-        load_model(folder, LABELS, "lora", LoraSettings(target_modules=("no_such_proj",)))
+        load_model(folder, LABELS, "lora", LoraSpec(target_modules=("no_such_proj",)))
 
 
 def test_lora_on_an_unknown_model_type_needs_explicit_targets():
@@ -185,8 +182,8 @@ def test_lora_on_an_unknown_model_type_needs_explicit_targets():
 
     config = DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=3)
     with pytest.raises(UserError, match="distilbert"):
-        apply_lora(AutoModelForTokenClassification.from_config(config), LoraSettings())
-    model = apply_lora(AutoModelForTokenClassification.from_config(config), LoraSettings(target_modules=("q_lin",)))
+        apply_lora(AutoModelForTokenClassification.from_config(config), LoraSpec())
+    model = apply_lora(AutoModelForTokenClassification.from_config(config), LoraSpec(target_modules=("q_lin",)))
     assert count_parameters(model).trainable == 32 * 16 + 16 * 32 + (32 * 3 + 3)
 
 
@@ -210,7 +207,7 @@ def test_base_bert_counts_full_then_lora(base_bert):
     full = count_parameters(model)
     assert full.trainable == full.total == embeddings + 12 * layer + head
 
-    lora = count_parameters(apply_lora(model, LoraSettings(r=16, target_modules=("query", "value"))))
+    lora = count_parameters(apply_lora(model, LoraSpec(r=16, target_modules=("query", "value"))))
     adapters = 12 * 2 * (768 * 16 + 16 * 768)
     assert adapters == 589_824
     assert lora.trainable == adapters + head  # the head's frozen peft copy is not counted
@@ -234,7 +231,7 @@ def test_counts_reconcile_with_the_papers_table_4(family, shape, vocab_size, pap
     with torch.device("meta"):  # shapes only, no memory
         model = AutoModelForTokenClassification.from_config(config)
     head = config.hidden_size * 21 + 21
-    lora = count_parameters(apply_lora(model, LoraSettings(r=16)))
+    lora = count_parameters(apply_lora(model, LoraSpec(r=16)))
     assert lora.trainable + head == paper_lora
     assert lora.total + head == paper_full
 
@@ -284,7 +281,8 @@ def test_bad_local_folders_are_user_errors(tmp_path):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_position_limit_of_each_scratch_family(family):
-    from ablate.models import MAX_POSITIONS, position_limit
+    from ablate.models import position_limit
+    from ablate.spec import MAX_POSITIONS
 
     config = scratch_config(BackboneSpec(scratch=family, shape="tiny"), vocab_size=50)
     assert position_limit(config) == (None if family == "deberta-v2" else MAX_POSITIONS)  # DeBERTa-v2: relative

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.queue import (ATTEMPT, CELL, ERROR, HEARTBEAT, NAME, ORIGIN, PREVIOUS, UNCOUNTED, WORKER, CellQueue, Worker,
+from ablate.scheduler.queue import (ATTEMPT, CELL, ERROR, HEARTBEAT, NAME, ORIGIN, PREVIOUS, UNCOUNTED, WORKER, CellQueue, Worker,
                           _run_id)
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ablate.errors import UserError
-from ablate.tracking import Tracker, load_cells
+from ablate.report.collect import load_cells
+from ablate.tracking import Tracker
 
 
 def test_final_metrics_are_the_best_epochs_not_the_last(tmp_path):
@@ -25,8 +26,8 @@ def test_final_metrics_are_the_best_epochs_not_the_last(tmp_path):
 
 def test_sqlite_fast_read_equals_the_mlflow_client_read(tmp_path, monkeypatch):
     """`plan`/`status` read a local store with sqlite3; they must see what MlflowClient sees."""
-    from ablate.store_read import client_status, read_status
-    from ablate.store_read import cell_status
+    from ablate.tracking.store_read import client_status, read_status
+    from ablate.tracking.store_read import cell_status
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri)
@@ -73,7 +74,7 @@ def test_sqlite_fast_read_equals_the_mlflow_client_read(tmp_path, monkeypatch):
 def test_fast_read_declines_what_is_not_an_mlflow_sqlite_store(tmp_path):
     import sqlite3
 
-    from ablate.store_read import cell_status
+    from ablate.tracking.store_read import cell_status
 
     assert cell_status(f"sqlite:///{tmp_path / 'absent.db'}", "s") is None
     assert cell_status("http://127.0.0.1:5000", "s") is None
@@ -216,7 +217,7 @@ def test_many_final_metrics_are_read_back_whole_from_both_readers(tmp_path):
     """ablate.final used to be cut at MLflow's 8,000-character tag limit: invalid JSON, last-epoch numbers."""
     import json
 
-    from ablate.store_read import cell_status, client_status
+    from ablate.tracking.store_read import cell_status, client_status
     from ablate.tracking import FINAL_TAG, TAG_LIMIT, final_metrics, read_final
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

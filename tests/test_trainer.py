@@ -8,9 +8,16 @@ import torch
 from ablate.data.encode import encode
 from ablate.data.readers import Sentence, read_conll
 from ablate.data.tags import entity_types, label_list
+from ablate.faults import with_fault
 from ablate.losses import build_loss
-from ablate.models import BackboneSpec, load_model, prepare_backbone
-from ablate.trainer import DivergedError, LoopSettings, Split, predict, train
+from ablate.models import load_model, prepare_backbone
+from ablate.models.heads import LinearHead
+from ablate.spec import BackboneSpec, TrainSpec
+from ablate.trainer import DivergedError, Split, predict, train
+
+
+def LoopSettings(**kw) -> TrainSpec:  # the loop takes the study's TrainSpec itself
+    return TrainSpec.model_validate(kw)
 
 torch.set_num_threads(1)
 
@@ -39,7 +46,7 @@ def _setup(backbone, finetune="full", loss="ce", seed=1):
     model, tok = load_model(backbone, labels, finetune)
     l2i = {t: i for i, t in enumerate(labels)}
     split = Split(encode(FOUR, tok, l2i, 32), FOUR)
-    return model, tok, labels, split, build_loss(loss, len(labels))
+    return model, tok, labels, split, LinearHead(build_loss(loss, len(labels)))
 
 
 def test_loss_falls_and_the_model_fits_four_sentences(backbone, tmp_path):
@@ -70,22 +77,22 @@ def test_deterministic_on_cpu(backbone, tmp_path):
 def test_nan_loss_stops_with_a_diverged_error(backbone, tmp_path):
     model, tok, labels, split, loss = _setup(backbone)
     with pytest.raises(DivergedError, match="diverged"):
-        train(model, loss, split, split, None, labels, LoopSettings(lr=1e-3, epochs=1, batch_size=1),
-              torch.device("cpu"), tmp_path, pad_id=tok.pad_token_id, fault="nan")
+        train(model, with_fault(loss, "nan", 1), split, split, None, labels, LoopSettings(lr=1e-3, epochs=1, batch_size=1),
+              torch.device("cpu"), tmp_path, pad_id=tok.pad_token_id)
 
 
 def test_early_stopping_stops_after_patience(backbone, tmp_path):
     model, tok, labels, split, loss = _setup(backbone)
-    s = LoopSettings(lr=0.0, epochs=10, batch_size=2, early_stopping=2)  # lr 0: dev never improves
+    s = LoopSettings(lr=1e-30, epochs=10, batch_size=2, early_stopping=2)  # lr ~0: dev never improves
     res = train(model, loss, split, split, None, labels, s, torch.device("cpu"), tmp_path, pad_id=tok.pad_token_id)
     assert len(res.history) == 3 and res.best_epoch == 1
 
 
 def test_a_442_character_sentence_gets_one_prediction_per_character(backbone):
-    model, tok, labels, _, _ = _setup(backbone)
+    model, tok, labels, _, head = _setup(backbone)
     long = _s(("這是一個很長的句子頭痛" * 41)[:442], ["O"] * 442)
     l2i = {t: i for i, t in enumerate(labels)}
     split = Split(encode([long, FOUR[0]], tok, l2i, 64), [long, FOUR[0]])
     assert len(split.windows) > 8  # windows, not truncation
-    pred = predict(model, split, labels, torch.device("cpu"), 4, False, tok.pad_token_id)
+    pred = predict(model, head, split, labels, torch.device("cpu"), 4, False, tok.pad_token_id)
     assert [len(p) for p in pred] == [442, 4]

@@ -21,8 +21,7 @@ from typing import Any
 
 from ablate.data.readers import Sentence
 from ablate.errors import UserError
-
-IGNORE_INDEX = -100  # the label that cross-entropy (and our focal loss) skip
+from ablate.spec.schema import IGNORE_INDEX
 _CACHE_VERSION = 1  # bump when the encoding changes, so old cache entries miss
 
 
@@ -162,7 +161,8 @@ def padding_fraction(windows: Sequence[Window], batches: Sequence[Sequence[int]]
 
 
 def collate(windows: Sequence[Window], idxs: Sequence[int], pad_id: int) -> dict[str, Any]:
-    """Right-padded tensors: input_ids (pad_id), attention_mask, labels (IGNORE_INDEX)."""
+    """Right-padded tensors: input_ids (pad_id), attention_mask, labels (IGNORE_INDEX), and predict_mask (True at
+    the positions this window predicts: `heads`, the first sub-token of each character it owns)."""
     import torch
 
     rows = [windows[i] for i in idxs]
@@ -170,12 +170,14 @@ def collate(windows: Sequence[Window], idxs: Sequence[int], pad_id: int) -> dict
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
+    predict_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for r, w in enumerate(rows):
         n = len(w.input_ids)
         input_ids[r, :n] = torch.tensor(w.input_ids)
         labels[r, :n] = torch.tensor(w.labels)
         mask[r, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        predict_mask[r, list(w.heads)] = True
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "predict_mask": predict_mask}
 
 
 def encode_cached(

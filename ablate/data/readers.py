@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.errors import DataError
-
-JSONL_SUFFIXES = (".jsonl", ".json")
+from ablate.spec.schema import JSONL_SUFFIXES  # noqa: F401 - re-exported for readers of files
 
 
 @dataclass(frozen=True)

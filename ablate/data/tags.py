@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Iterable
 
 from ablate.data.readers import Sentence
 from ablate.errors import DataError
+from ablate.spec.schema import Unknown
 
 _BIO = re.compile(r"^(?:O|[BI]-\S+)$")
 _PREFIXED = re.compile(r"^([A-Za-z])-(\S+)$")
 # The paper's fixes (i-CHEM -> I-CHEM, T-TIME -> B-TIME) and the 2022 file's O-SYMP -> O.
 _PREFIX_REPAIRS = {"i": "I-", "b": "B-", "T": "B-", "O": None}
-
-Unknown = Literal["error", "O"]
 
 
 @dataclass(frozen=True)

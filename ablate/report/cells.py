@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import UserError
-from ablate.report.config import SELECT, SPLIT_FREE
+from ablate.spec.report import SELECT, SPLIT_FREE
 
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "MISSING")
 SEED = "seed"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import UserError
-from ablate.report.config import SPLIT_FREE, FigureSpec, metric_key
+from ablate.spec.report import SPLIT_FREE, FigureSpec, metric_key
 from ablate.report.cells import apply_where, axes_of, axis_text, finished, groups, resolve_rows, varying
 
 HISTORY = "epoch"  # FigureSpec.x naming the per-epoch history rather than an axis

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.report.config import ReportSpec
+from ablate.spec.report import ReportSpec
 from ablate.report.figures import colour_map, default_figures, draw, figure_data
 from ablate.report.stats import TEST_NAME, NotComparable, compare_table
 from ablate.report.cells import STATUSES, axes_of, axis_text, groups, status_counts

@@ -19,7 +19,7 @@ from ablate.errors import UserError
 from ablate.metrics import macro, score
 from ablate.report.cells import (apply_where, axis_text, best_cells, check_axes, groups, resolve_rows,
                                  status_counts, status_text)
-from ablate.report.config import TableSpec
+from ablate.spec.report import TableSpec
 from ablate.report.tables import Table
 
 Pairs = Sequence[tuple[Sequence[str], Sequence[str]]]  # per sentence: (gold tags, predicted tags)

@@ -21,7 +21,7 @@ from ablate.report.cells import (
     NA, SEED, STATUSES, apply_where, axes_of, axis_text, best_cells, cells_text, check_axes, finished, groups,
     resolve_rows, status_counts, status_text, varying,
 )
-from ablate.report.config import SPLIT_FREE, TableSpec, metric_key
+from ablate.spec.report import SPLIT_FREE, TableSpec, metric_key
 
 TYPES = ("BODY", "SYMP", "INST", "EXAM", "CHEM", "DISE", "DRUG", "SUPP", "TREAT", "TIME")
 

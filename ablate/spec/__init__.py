@@ -1,13 +1,17 @@
-"""Study and run specs: a study YAML -> a typed, validated `StudySpec`; one `RunSpec` per grid cell.
+"""Study and run specs, the root of ablate: a study YAML -> a typed, validated `StudySpec`; one `RunSpec` per cell.
 
-`load_study` (load.py) is the only place a raw dict exists; schema.py, study.py and problems.py hold the rest.
+`load_study` (load.py) is the only place a raw dict exists; schema.py (run-level specs and `METHODS`),
+backbone.py, report.py, study.py and problems.py hold the rest. Imports nothing else of ablate but errors.
 """
 
-from ablate.models import BackboneSpec
+from ablate.spec.backbone import MAX_POSITIONS, SHAPES, BackboneSpec, Family, ShapeDims
 from ablate.spec.load import load_study
 from ablate.spec.problems import StudyError
+from ablate.spec.report import FigureSpec, ReportSpec, TableSpec
 from ablate.spec.schema import (
     CELL_AXES,
+    IGNORE_INDEX,
+    METHODS,
     DataSpec,
     DevData,
     DevSplit,
@@ -19,28 +23,16 @@ from ablate.spec.schema import (
     RunSpec,
     SpaceDim,
     TrainSpec,
+    group_of,
     param_key,
+    unused_groups,
+    uses,
 )
 from ablate.spec.study import SearchSpec, StudySpec, axis_kind
 
 __all__ = [
-    "CELL_AXES",
-    "BackboneSpec",
-    "DataSpec",
-    "DevData",
-    "DevSplit",
-    "FileSpec",
-    "Finetune",
-    "FocalSpec",
-    "LoraSpec",
-    "Loss",
-    "RunSpec",
-    "SearchSpec",
-    "SpaceDim",
-    "StudyError",
-    "StudySpec",
-    "TrainSpec",
-    "axis_kind",
-    "load_study",
-    "param_key",
+    "CELL_AXES", "IGNORE_INDEX", "MAX_POSITIONS", "METHODS", "SHAPES", "BackboneSpec", "DataSpec", "DevData",
+    "DevSplit", "Family", "FigureSpec", "FileSpec", "Finetune", "FocalSpec", "LoraSpec", "Loss", "ReportSpec",
+    "RunSpec", "SearchSpec", "ShapeDims", "SpaceDim", "StudyError", "StudySpec", "TableSpec", "TrainSpec",
+    "axis_kind", "group_of", "load_study", "param_key", "unused_groups", "uses",
 ]

@@ -15,13 +15,14 @@ from ablate.spec.schema import CELL_AXES
 from ablate.spec.study import StudySpec, _pydantic_problems
 
 
-def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
+def load_study(path: str | Path, overrides: Iterable[str] = (), check_files: bool = True) -> StudySpec:
     """Read, override and validate a study; one `StudyError` lists every problem with its YAML path.
 
     `overrides` are `KEY=VALUE`: KEY a dotted path into the YAML (`train.lora.r`, `grid.lora.r`,
     `data.train.0.genre`), VALUE parsed as YAML. `train.X=v` where X is a grid axis sets `grid.X=[v]`.
     A relative `data.root` resolves against the study file's folder, or against the working
-    directory when --set gave it.
+    directory when --set gave it. `check_files=False` (the report, which reads MLflow alone) skips the
+    checks that data files and checkpoint folders exist.
     """
     path = Path(path)
     try:
@@ -44,6 +45,22 @@ def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
         raise StudyError(path, [f"{path}: expected a mapping of study settings (name, data, backbones, grid, ...)"])
 
     problems: list[tuple[Loc, str]] = [(loc, f"duplicate key (also on line {other})") for loc, other in dup]
+    override_problems, set_locs = apply_overrides(raw, overrides)
+    problems += override_problems
+    data_base = Path.cwd() if any(loc[:2] in {("data",), ("data", "root")} for loc in set_locs) else path.parent
+    _absolute_paths(raw, data_base, path.parent)
+    spec, more = validate_raw(raw, check_files)
+    problems += more
+    if problems:
+        located = [(_where(path, loc, lines, set_locs), msg) for loc, msg in problems]
+        located.sort(key=lambda wm: wm[0][0])  # by line; --set and unplaced problems after the file's
+        raise StudyError(path, [w + msg for (_, w), msg in located])
+    return spec
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> tuple[list[tuple[Loc, str]], dict[Loc, str]]:
+    """Apply `KEY=VALUE` overrides to the raw study in place; (problems, YAML path -> the override that set it)."""
+    problems: list[tuple[Loc, str]] = []
     set_locs: dict[Loc, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -60,20 +77,18 @@ def load_study(path: str | Path, overrides: Iterable[str] = ()) -> StudySpec:
         if problem:
             problems.append((("--set", item), problem))
         set_locs[loc] = item
-    data_base = Path.cwd() if any(loc[:2] in {("data",), ("data", "root")} for loc in set_locs) else path.parent
-    _absolute_paths(raw, data_base, path.parent)
-    problems += _missing_files(raw) + _fixed_and_varied(raw)
+    return problems, set_locs
 
+
+def validate_raw(raw: dict, check_files: bool = True) -> tuple[StudySpec | None, list[tuple[Loc, str]]]:
+    """A raw study (paths absolute) -> (the StudySpec or None, every problem with its YAML path)."""
+    problems = (_missing_files(raw) if check_files else []) + _fixed_and_varied(raw)
     try:
         names = list(raw["backbones"]) if isinstance(raw.get("backbones"), dict) else None
         spec = StudySpec.model_validate(raw, context={"backbones": names, "search": raw.get("search")})
     except ValidationError as e:
         spec, problems = None, problems + _pydantic_problems(e)
-    if problems:
-        located = [(_where(path, loc, lines, set_locs), msg) for loc, msg in problems]
-        located.sort(key=lambda wm: wm[0][0])  # by line; --set and unplaced problems after the file's
-        raise StudyError(path, [w + msg for (_, w), msg in located])
-    return spec
+    return (spec if not problems else None), problems
 
 
 # ---------------------------------------------------------------- raw dict: overrides, paths, files

@@ -1,24 +1,66 @@
-"""Run-level specs: the frozen models a `RunSpec` is made of (train, LoRA, focal, data files), and its MLflow params."""
+"""Run-level specs: the frozen models a `RunSpec` is made of (train, LoRA, focal, data files), its MLflow params,
+and `METHODS`, the one table of which axis value owns which settings group."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from ablate.data.readers import JSONL_SUFFIXES
-from ablate.data.tags import Unknown
-from ablate.models import BackboneSpec
+from ablate.spec.backbone import BackboneSpec
 from ablate.spec.problems import Loc, _dotted
 
 Finetune = Literal["lora", "full"]
 Loss = Literal["ce", "focal"]
+Unknown = Literal["error", "O"]  # what to do with a tag outside the scheme: fail, or repair it to O (reported)
+JSONL_SUFFIXES = (".jsonl", ".json")  # ROCLING-style records; any other suffix is read as CoNLL
+IGNORE_INDEX = -100  # the label id of positions no loss or score counts (continuations, specials, padding)
 CELL_AXES = ("backbone", "finetune", "loss")  # axes that are RunSpec fields; every other axis is a TrainSpec field
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+# ---------------------------------------------------------------- METHODS
+# Which axis value owns which group of train settings (`lora.*` belongs to `finetune: lora`).
+# Validation (a varied group needs its owner in the grid), grid expansion (a cell's unused groups do
+# not multiply cells), run_ids (unused groups are not hashed) and search (unused groups are not sampled)
+# all read this one table. A new method with settings: its group below, one entry here, its implementation.
+
+# settings group (a dotted TrainSpec path) -> (the axis that chooses the method, the values that use the group)
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lora": ("finetune", ("lora",)),
+    "focal": ("loss", ("focal",)),
+}
+
+
+def group_of(axis: str) -> str | None:
+    """The settings group an axis belongs to (`lora.r` -> `lora`), or None for a setting every cell uses."""
+    return next((g for g in sorted(METHODS, key=len, reverse=True) if axis.startswith(g + ".")), None)
+
+
+def unused_groups(cell: Mapping[str, Any]) -> set[str]:
+    """The settings groups this cell's methods do not use; `cell` maps axes (finetune, loss, ...) to its values."""
+    return {g for g, (axis, users) in METHODS.items() if cell.get(axis) not in users}
+
+
+def uses(cell: Mapping[str, Any], axis: str) -> bool:
+    """Whether a cell with these method values uses the setting `axis` (always, outside every group)."""
+    group = group_of(axis)
+    return group is None or group not in unused_groups(cell)
+
+
+def nested_exclude(groups: set[str]) -> dict:
+    """Dotted groups -> a pydantic `exclude` under `train` ({"lora": True, "head": {"lstm": True}})."""
+    out: dict = {}
+    for g in groups:
+        *outer, last = g.split(".")
+        node = out
+        for part in outer:
+            node = node.setdefault(part, {})
+        node[last] = True
+    return out
 
 
 class LoraSpec(BaseModel):

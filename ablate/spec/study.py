@@ -12,10 +12,10 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from ablate.models import MAX_POSITIONS, BackboneSpec
-from ablate.report.config import ReportSpec
+from ablate.spec.backbone import MAX_POSITIONS, BackboneSpec
 from ablate.spec.problems import Loc, _branches, _not_one_of, _Problems, _step, _suggest
-from ablate.spec.schema import CELL_AXES, _FROZEN, DataSpec, Finetune, Loss, SpaceDim, TrainSpec
+from ablate.spec.report import ReportSpec
+from ablate.spec.schema import CELL_AXES, _FROZEN, METHODS, DataSpec, Finetune, Loss, SpaceDim, TrainSpec
 
 
 class SearchSpec(BaseModel):
@@ -177,12 +177,12 @@ def _check_grid(raw: dict, backbones: dict | list | None, searched: dict | None 
     for axis, default in (("finetune", "full"), ("loss", "ce")):
         if axis not in searched:
             grid.setdefault(axis, [default])
-    for prefix, axis, needed in (("lora.", "finetune", "lora"), ("focal.", "loss", "focal")):
+    for group, (axis, users) in METHODS.items():  # a varied settings group needs a cell that uses it
         values = grid.get(axis) or list(searched.get(axis) or [])
         for loc, name in [(("grid", n), n) for n in grid] + [(("search", "space", n), n) for n in searched]:
-            if name.startswith(prefix) and needed not in values:
+            if name.startswith(group + ".") and not set(users) & set(values):
                 where = f"search.space.{axis}" if axis in searched else f"grid.{axis}"
-                problems.append((loc, f"varies {prefix[:-1]} settings but {where} has no {needed}: "
+                problems.append((loc, f"varies {group} settings but {where} has no {' or '.join(users)}: "
                                  f"[{', '.join(map(str, values))}]"))
     if search_study:  # a search varies only its space: every grid axis is one fixed value, no axis in both
         problems += [(("grid", a), f"a search study takes one value per grid axis (search.space varies the rest); "

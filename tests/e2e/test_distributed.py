@@ -70,7 +70,7 @@ def _kill_a_worker_mid_cell(storage: str, uri: str, workers: dict, deadline: flo
 
     Returns (worker pid, its holder row, its processes then).
     """
-    from ablate.queue import CellQueue
+    from ablate.scheduler.queue import CellQueue
     from ablate.tracking import Tracker
 
     queue, client = CellQueue(storage, study, kind=kind), Tracker(uri).client
@@ -96,7 +96,7 @@ def _kill_a_worker_mid_cell(storage: str, uri: str, workers: dict, deadline: flo
 # still kills and resumes on the journal through `ablate run` (test_runner) and in the queue's unit tests.
 @pytest.mark.parametrize("storage", [pytest.param("journal", marks=pytest.mark.slow), "postgresql"], indirect=True)
 def test_three_workers_one_killed_mid_cell_every_cell_finishes_exactly_once(storage, tmp_path: Path):
-    from ablate.queue import ATTEMPT, ERROR, PREVIOUS, WORKER, CellQueue, _run_id
+    from ablate.scheduler.queue import ATTEMPT, ERROR, PREVIOUS, WORKER, CellQueue, _run_id
     from ablate.tracking import Tracker
 
     study = tiny_study(tmp_path, grid=GRID12, epochs=EPOCHS)
@@ -142,8 +142,8 @@ def test_three_workers_one_killed_mid_cell_every_cell_finishes_exactly_once(stor
 
 
 def test_status_shows_which_worker_holds_which_cell(storage, tmp_path: Path):
-    from ablate.queue import CellQueue, Worker
-    from ablate.scheduler import enqueue, plan, resolve_place
+    from ablate.scheduler.queue import CellQueue, Worker
+    from ablate.scheduler.plan import enqueue, plan, resolve_place
 
     study = tiny_study(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

@@ -121,7 +121,7 @@ def test_bad_data_is_one_message_before_any_cell_runs(study_dir):
 
 def test_ctrl_c_gives_the_running_cell_back_at_once(study_dir):
     """After Ctrl-C the cell is KILLED in MLflow and queued again: a re-run does not wait out the grace."""
-    from ablate.queue import CellQueue
+    from ablate.scheduler.queue import CellQueue
 
     study = tiny_study(study_dir, grid={"lr": [1.0e-3, 2.0e-3]}, epochs=40)
     code, out = interrupt_mid_cell(study, study_dir)

@@ -85,7 +85,7 @@ def test_a_trial_is_a_cell_built_from_its_sampled_params(tmp_path: Path):
     import optuna
 
     from ablate.grid import data_hashes, run_id
-    from ablate.search import suggest, trial_run_id, trial_spec
+    from ablate.scheduler.search import suggest, trial_run_id, trial_spec
 
     space = {**LR, "finetune": {"choices": ["full", "lora"]}, "lora.r": {"choices": [4, 8]}}
     study = load_study(_study(tmp_path, "cells", {"n_trials": 3, "space": space}, grid={}))
@@ -147,7 +147,7 @@ def test_a_pruned_search_spends_fewer_epochs_and_its_trials_reach_mlflow_and_the
     # The Optuna study agrees: the pruned trials are PRUNED there, with per-epoch values the pruner read.
     import optuna
 
-    from ablate.queue import open_storage
+    from ablate.scheduler.queue import open_storage
     from ablate.tracking import Tracker
 
     ostudy = optuna.load_study(study_name="ablate:lr_median:search", storage=open_storage(str(folder / "mlruns" / "queue.journal")))
@@ -187,7 +187,7 @@ def test_the_same_trials_unpruned_spend_every_epoch(tmp_path: Path):
 def test_a_search_trial_lost_with_its_worker_is_rerun_with_the_same_params(tmp_path: Path):
     import optuna
 
-    from ablate.queue import ATTEMPT, ORIGIN, PREVIOUS, UNCOUNTED, open_storage
+    from ablate.scheduler.queue import ATTEMPT, ORIGIN, PREVIOUS, UNCOUNTED, open_storage
     from ablate.tracking import Tracker
     from tests.e2e.test_distributed import _gone, _kill_a_worker_mid_cell, _worker
 
@@ -215,7 +215,7 @@ def test_ctrl_c_gives_a_search_trial_back_at_once(tmp_path: Path):
     """As for grid cells: after Ctrl-C no trial stays RUNNING, so a re-run need not wait out the grace."""
     from collections import Counter
 
-    from ablate.queue import CellQueue
+    from ablate.scheduler.queue import CellQueue
 
     study = _study(tmp_path, "sc", {"n_trials": 2, "sampler": "random", "seed": 0, "pruner": "none", "space": LR}, epochs=40)
     code, out = interrupt_mid_cell(study, tmp_path)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.report.config import FigureSpec, ReportSpec, TableSpec
+from ablate.spec.report import FigureSpec, ReportSpec, TableSpec
 from ablate.report.figures import colour_map, default_figures, draw, figure_data
 from ablate.report.page import build_report
 

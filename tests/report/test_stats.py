@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ablate.metrics import score
-from ablate.report.config import TableSpec
+from ablate.spec.report import TableSpec
 from ablate.report.stats import compare_table, holm, macro_f1, paired_bootstrap, sentence_counts
 
 GENRES = ("ft", "sm", "wa")

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from ablate.errors import UserError
-from ablate.report.config import ReportSpec, TableSpec
+from ablate.spec.report import ReportSpec, TableSpec
 from ablate.report.tables import build_table, default_tables, genre_table, to_markdown, type_table, write_table
 
 GOLDEN = Path(__file__).parent / "golden"

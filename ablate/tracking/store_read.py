@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import UserError
-from ablate.tracking import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, read_final, representative, sqlite_file
+from ablate.tracking.tags import ATTEMPT, FINAL_TAG, ROLE, RUN_ID, read_final, representative
+from ablate.tracking.uri import sqlite_file
 
 _NEEDED = {
     "experiments": {"experiment_id", "name"},
@@ -120,21 +121,21 @@ def _read(con: sqlite3.Connection, study: str) -> dict[str, dict[str, Any]]:
 def read_status(tracking_uri: str, study_name: str, tracker=None) -> dict[str, dict]:
     """run_id -> {status, attempts, metrics (final), error} of every cell MLflow holds.
 
-    A local sqlite store is read directly (`ablate.store_read`: no mlflow import, seconds for
+    A local sqlite store is read directly (`ablate.tracking.store_read`: no mlflow import, seconds for
     10,000 cells); any other store, or a sqlite file that does not look like MLflow's, through
     `MlflowClient`.
     """
     fast = cell_status(tracking_uri, study_name)
     if fast is not None:
         return fast
-    from ablate.tracking import Tracker
+    from ablate.tracking.client import Tracker
 
     return client_status(tracker or Tracker(tracking_uri), study_name)
 
 
 def client_status(tracker, study_name: str) -> dict[str, dict]:
     """`read_status` through `MlflowClient.search_runs` (any store)."""
-    from ablate.tracking import final_metrics
+    from ablate.tracking.tags import final_metrics
 
     out = {}
     for rid, st in tracker.cell_status(tracker.experiment_id(study_name, create=False)).items():

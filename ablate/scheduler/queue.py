@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.errors import UserError
-from ablate.store_uri import driver_url
+from ablate.tracking.uri import driver_url
 
 RUN_ID, ATTEMPT, HEARTBEAT, WORKER = "run_id", "ablate.attempt", "ablate.heartbeat", "ablate.worker"
 MLFLOW_RUN, PREVIOUS, NAME, ERROR = "ablate.mlflow_run_id", "ablate.previous_trials", "ablate.name", "ablate.error"
@@ -29,7 +29,7 @@ _CARRIED = (NAME, ORIGIN)  # user attributes a re-queued trial keeps
 
 def default_storage(tracking_uri: str, mlruns: Path) -> str:
     """A journal file beside the MLflow store it serves: a new tracking URI means a fresh queue."""
-    from ablate.tracking import local_store_dir
+    from ablate.tracking.uri import local_store_dir
 
     store = local_store_dir(tracking_uri)
     if store is not None:

@@ -1,4 +1,4 @@
-"""MLflow as the results store: one experiment per study, a parent run, one nested run per cell.
+"""The MLflow client: one experiment per study, a parent run, one nested run per cell (`Tracker`).
 
 Always an explicit `MlflowClient(tracking_uri)`, never the fluent API (its active run is
 process-global). Metrics go in batches (`log_batch`): one call per value costs ~4 ms on sqlite.
@@ -17,21 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablate.errors import UserError
-from ablate.store_uri import (  # noqa: F401 - default_tracking_uri, local_store_dir, sqlite_file: the public names
-    _bad_uri,
-    _sqlite_problem,
-    _store_error,
-    default_tracking_uri,
-    driver_url,
-    local_store_dir,
-    probe_server,
-    sqlite_file,
-)
+from ablate.tracking.tags import ATTEMPT, PARENT_TAG, ROLE, RUN_ID, STUDY, final_tags, representative
+from ablate.tracking.uri import _bad_uri, _sqlite_problem, _store_error, driver_url, local_store_dir, probe_server, sqlite_file
 
-ROLE, STUDY, RUN_ID, ATTEMPT = "ablate.role", "ablate.study", "ablate.run_id", "ablate.attempt"
-PARENT_TAG = "mlflow.parentRunId"
-FINAL_TAG = "ablate.final"  # the final metrics as JSON, split over ablate.final, ablate.final.1, ...
-TAG_LIMIT = 8000  # MLflow's limit on a tag value (MAX_TAG_VAL_LENGTH); longer values are cut
 HISTORY_KEYS = ("train/loss", "dev/f1", "dev/macro_f1", "epoch_seconds")
 
 
@@ -242,105 +230,6 @@ class Tracker:
             if hist:
                 out[k] = [m.value for m in hist if m.step >= 1]
         return out
-
-
-def representative(attempts: Iterable[tuple[str | None, str, Any]]) -> dict[str, dict[str, Any]]:
-    """(run_id, status, run) of every attempt, oldest first -> run_id -> {status, run, attempts}: the
-    FINISHED attempt if there is one, else the latest. The one rule for every reader of cell status."""
-    best: dict[str, dict[str, Any]] = {}
-    for rid, status, run in attempts:
-        if rid is None:
-            continue
-        cur = best.get(rid)
-        if cur is None or cur["status"] != "FINISHED":
-            best[rid] = {"status": status, "run": run, "attempts": (cur["attempts"] if cur else 0) + 1}
-        else:
-            cur["attempts"] += 1
-    return best
-
-
-def final_tags(final: dict[str, float]) -> dict[str, str]:
-    """The final metrics as JSON in tags FINAL_TAG, FINAL_TAG.1, FINAL_TAG.2, ..., each within MLflow's limit.
-
-    Values are kept whole (JSON writes a float so that it reads back the same), as logged at step 0.
-    """
-    text = json.dumps({k: float(v) for k, v in final.items()})
-    parts = [text[i : i + TAG_LIMIT] for i in range(0, len(text), TAG_LIMIT)]
-    return {FINAL_TAG if i == 0 else f"{FINAL_TAG}.{i}": part for i, part in enumerate(parts)}
-
-
-def read_final(tags: dict[str, str]) -> dict[str, float] | None:
-    """`final_tags` read back from a run's tags; None when there are none or they do not make one JSON
-    object (an older ablate cut a long one at 8,000 characters): never a part of one."""
-    raw = tags.get(FINAL_TAG)
-    if not raw:
-        return None
-    parts, i = [raw], 1
-    while f"{FINAL_TAG}.{i}" in tags:
-        parts.append(tags[f"{FINAL_TAG}.{i}"])
-        i += 1
-    try:
-        value = json.loads("".join(parts))
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def final_metrics(run) -> dict[str, float]:
-    """A finished cell's final metrics (best-epoch dev, test, params, speed), not its last epoch's."""
-    metrics = dict(run.data.metrics)
-    final = read_final(run.data.tags)
-    if final is not None:  # else (no tag, or a cut one) the latest values: a cut JSON is never half used
-        metrics.update(final)
-    return metrics
-
-
-def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[str, Any]]], history: bool = True):
-    """The report's DataFrame: one row per planned cell (run_id, name, axis values), MISSING when never run."""
-    import pandas as pd
-
-    exp = tracker.experiment_id(study, create=False)
-    status = tracker.cell_status(exp)
-    rows = []
-    axes: list[str] = []
-    for run_id, name, axis_values in planned:
-        for a in axis_values:
-            if a not in axes:
-                axes.append(a)
-        row: dict[str, Any] = {"run_id": run_id, "name": name, **axis_values}
-        st = status.get(run_id)
-        if st is None:
-            row.update(status="MISSING", error=None, mlflow_run_id=None, attempts=0, history={})
-        else:
-            r = st["run"]
-            # Metrics never overwrite the cell's identity columns (an axis named like a metric).
-            row.update({k: v for k, v in final_metrics(r).items() if k not in row})
-            row.update(status=r.info.status, error=r.data.tags.get("ablate.error"), mlflow_run_id=r.info.run_id,
-                       attempts=st["attempts"])
-            row["history"] = tracker.history(r.info.run_id) if history and r.info.status == "FINISHED" else {}
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    df.attrs["axes"] = axes
-    return df
-
-
-def read_predictions(tracker: Tracker, mlflow_run_id: str, split: str) -> dict[str, list[tuple[list[str], list[str]]]]:
-    """Per genre, per sentence (gold tags, predicted tags) from a run's `predictions/<split>_<genre>.conll`."""
-    import tempfile
-
-    from ablate.data.readers import read_predictions as read_three
-
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracker.client.download_artifacts(mlflow_run_id, "predictions", tmp)
-        except Exception:
-            return {}
-        for f in sorted(Path(local).glob(f"{split}_*.conll")):
-            genre = f.stem[len(split) + 1 :]
-            gold, pred = read_three(f)
-            out[genre] = [(list(g.tags), p) for g, p in zip(gold, pred)]
-    return out
 
 
 def write_json(path: Path, obj: Any) -> None:

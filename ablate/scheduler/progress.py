@@ -30,7 +30,7 @@ def _table(study: str, cells: dict, started: float, finished_at_start: int):
 
 
 def snapshot(tracker, study: str, run_ids: list[str]) -> dict:
-    from ablate.store_read import read_status
+    from ablate.tracking.store_read import read_status
 
     status = read_status(tracker.uri, study, tracker)
     out = {}
@@ -50,7 +50,7 @@ def watch(place, study: str, run_ids: list[str], procs, console=None, every: flo
     from rich.console import Console
     from rich.live import Live
 
-    from ablate.tracking import Tracker
+    from ablate.tracking.client import Tracker
 
     console = console or Console(stderr=True)
     tracker = Tracker(place.tracking_uri)

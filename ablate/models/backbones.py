@@ -12,20 +12,16 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import TYPE_CHECKING, Any
 
 from ablate.errors import UserError
+from ablate.spec.backbone import MAX_POSITIONS, BackboneSpec
+from ablate.spec.schema import Finetune, LoraSpec
 
 if TYPE_CHECKING:
     import torch
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MAX_POSITIONS = 512
-Family = Literal["bert", "roberta", "deberta-v2", "albert", "electra"]
-ShapeName = Literal["tiny", "base", "large", "xlarge"]
-Finetune = Literal["full", "lora"]
 
 # LoRA targets per config.model_type (the attention query and value projections, as in the
 # LoRA paper and the study). peft has no default for ALBERT, so keep our own table.
@@ -36,98 +32,6 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "albert": ("query", "value"),
     "deberta-v2": ("query_proj", "value_proj"),
 }
-
-
-class ShapeDims(BaseModel):
-    """Explicit transformer dimensions for a scratch backbone."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    hidden: int = Field(gt=0)
-    layers: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    intermediate: int = Field(gt=0)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> ShapeDims:
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        return self
-
-
-SHAPES: dict[str, ShapeDims] = {
-    "tiny": ShapeDims(hidden=64, layers=2, heads=2, intermediate=128),  # tests and the demo
-    "base": ShapeDims(hidden=768, layers=12, heads=12, intermediate=3072),  # hfl/chinese-bert-wwm-ext
-    "large": ShapeDims(hidden=1024, layers=24, heads=16, intermediate=4096),  # chinese-roberta-wwm-ext-large
-    # Erlangshen-DeBERTa-v2-710M (the paper's DeBERTa): 24 layers. Its Table 4 LoRA count
-    # (2,423,850 = 24 x 2 x 2 x 1536 x 16 + head) rules out 48 layers (that is v2-xxlarge).
-    "xlarge": ShapeDims(hidden=1536, layers=24, heads=24, intermediate=6144),
-}
-
-
-_DIMS = ("hidden", "layers", "heads", "intermediate")
-
-
-class BackboneSpec(BaseModel):
-    """Where a backbone comes from: `pretrained` (hub id or local folder) or `scratch` (a family).
-
-    A scratch backbone has the real architecture of its family with random weights and a
-    vocabulary built from the training characters. Its size is the `shape` preset (tiny / base /
-    large / xlarge; default tiny, cheap on a CPU), with any of hidden / layers / heads / intermediate
-    given explicitly overriding the preset's value. The same class is a study's `backbones:` entry
-    and what `ablate train --backbone` builds; its fields are hashed into run_ids, as written.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    pretrained: str | None = None
-    scratch: Family | None = None
-    shape: ShapeName | None = None
-    hidden: int | None = Field(None, gt=0)
-    layers: int | None = Field(None, gt=0)
-    heads: int | None = Field(None, gt=0)
-    intermediate: int | None = Field(None, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_shape(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("scratch") is not None and data.get("shape") is None:
-            if all(data.get(k) is None for k in _DIMS):  # sizes given alone stay on the tiny preset, shape unset
-                data = {**data, "shape": "tiny"}
-        return data
-
-    @model_validator(mode="after")
-    def _one_source(self) -> BackboneSpec:
-        if (self.pretrained is None) == (self.scratch is None):
-            raise ValueError("give exactly one of `pretrained` (hub id or folder) or `scratch` (an architecture)")
-        if self.pretrained is not None:
-            sized = [k for k in ("shape", *_DIMS) if getattr(self, k) is not None]
-            if sized:
-                raise ValueError(f"{', '.join(sized)} only apply to `scratch` backbones; a checkpoint has its own size")
-            if not self.pretrained.strip():
-                raise ValueError("`pretrained` is empty")
-            return self
-        d = self.dims
-        if d.hidden % d.heads:
-            raise ValueError(f"hidden ({d.hidden}) must be a multiple of heads ({d.heads})")
-        return self
-
-    @property
-    def dims(self) -> ShapeDims:
-        """The resolved dimensions of a scratch backbone: the preset, then the explicit sizes."""
-        if self.scratch is None:
-            raise ValueError("a pretrained backbone has no scratch dimensions")
-        preset = SHAPES[self.shape or "tiny"]
-        explicit = {k: getattr(self, k) for k in _DIMS if getattr(self, k) is not None}
-        return preset.model_copy(update=explicit) if explicit else preset
-
-
-class LoraSettings(BaseModel):
-    """LoRA hyper-parameters; `target_modules=None` takes `LORA_TARGETS[model_type]`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    r: int = Field(default=16, gt=0)  # the paper's rank
-    alpha: float = Field(default=32.0, gt=0)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    target_modules: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +167,38 @@ def prepare_backbone(
     return str(save_scratch_backbone(spec, tokenizer_dir, Path(work_dir) / "backbone", seed=seed))
 
 
+def resolve_backbone(b: BackboneSpec, sentences_chars: list[Iterable[str]], cache: Path) -> str:
+    """A hub id / folder as given, or a scratch backbone built once per (shape, training characters) under `cache`."""
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    if b.pretrained is not None:
+        return b.pretrained
+    sentences_chars = [list(c) for c in sentences_chars]
+    chars = sorted({c for s in sentences_chars for c in s})
+    key = hashlib.sha256(json.dumps([b.model_dump(mode="json"), chars], ensure_ascii=False).encode()).hexdigest()[:16]
+    folder = cache / "backbones" / key
+    if (folder / "backbone" / "config.json").exists():
+        return str(folder / "backbone")
+    # Build aside, then rename: workers sharing the cache never see half a backbone.
+    # The temporary folder sits beside the final one: a rename across file systems would fail.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    try:
+        prepare_backbone(b, sentences_chars, tmp, seed=0)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another worker won the race; use theirs
+            if not (folder / "backbone" / "config.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder / "backbone")
+
+
 def _unavailable(name: str, reason: str) -> UserError:
     detail = (reason.strip().splitlines() or ["no detail"])[0]
     if Path(name).expanduser().is_dir():
@@ -292,7 +228,7 @@ def load_model(
     model_path_or_id: str | Path,
     labels: list[str],
     finetune: Finetune = "full",
-    lora: LoraSettings | None = None,
+    lora: LoraSpec | None = None,
 ) -> tuple[Any, Any]:
     """A token-classification model with a fresh head for `labels`, and its tokenizer.
 
@@ -319,13 +255,13 @@ def load_model(
     except (OSError, HFValidationError) as e:
         raise _unavailable(name, str(e)) from None
     if finetune == "lora":
-        model = apply_lora(model, lora or LoraSettings())
+        model = apply_lora(model, lora or LoraSpec())
     elif finetune != "full":
         raise ValueError(f"finetune must be 'full' or 'lora', not {finetune!r}")
     return model, tokenizer
 
 
-def apply_lora(model: Any, lora: LoraSettings) -> Any:
+def apply_lora(model: Any, lora: LoraSpec) -> Any:
     """Wrap `model` with LoRA adapters; only adapters and the classifier head stay trainable."""
     from peft import LoraConfig, TaskType, get_peft_model
 

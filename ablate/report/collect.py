@@ -1,0 +1,83 @@
+"""MLflow -> the report: one row per planned cell with its final metrics and history, its predictions, `make_report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ablate.tracking.client import Tracker
+from ablate.tracking.tags import final_metrics
+
+
+def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[str, Any]]], history: bool = True):
+    """The report's DataFrame: one row per planned cell (run_id, name, axis values), MISSING when never run."""
+    import pandas as pd
+
+    exp = tracker.experiment_id(study, create=False)
+    status = tracker.cell_status(exp)
+    rows = []
+    axes: list[str] = []
+    for run_id, name, axis_values in planned:
+        for a in axis_values:
+            if a not in axes:
+                axes.append(a)
+        row: dict[str, Any] = {"run_id": run_id, "name": name, **axis_values}
+        st = status.get(run_id)
+        if st is None:
+            row.update(status="MISSING", error=None, mlflow_run_id=None, attempts=0, history={})
+        else:
+            r = st["run"]
+            # Metrics never overwrite the cell's identity columns (an axis named like a metric).
+            row.update({k: v for k, v in final_metrics(r).items() if k not in row})
+            row.update(status=r.info.status, error=r.data.tags.get("ablate.error"), mlflow_run_id=r.info.run_id,
+                       attempts=st["attempts"])
+            row["history"] = tracker.history(r.info.run_id) if history and r.info.status == "FINISHED" else {}
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["axes"] = axes
+    return df
+
+
+def read_predictions(tracker: Tracker, mlflow_run_id: str, split: str) -> dict[str, list[tuple[list[str], list[str]]]]:
+    """Per genre, per sentence (gold tags, predicted tags) from a run's `predictions/<split>_<genre>.conll`."""
+    import tempfile
+
+    from ablate.data.readers import read_predictions as read_three
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = tracker.client.download_artifacts(mlflow_run_id, "predictions", tmp)
+        except Exception:
+            return {}
+        for f in sorted(Path(local).glob(f"{split}_*.conll")):
+            genre = f.stem[len(split) + 1 :]
+            gold, pred = read_three(f)
+            out[genre] = [(list(g.tags), p) for g, p in zip(gold, pred)]
+    return out
+
+
+def make_report(place, out: Path | None = None) -> Path:
+    """`ablate report`: the study's cells from MLflow alone (the data files may be gone) -> reports/<study>/,
+    also logged to the study's parent run."""
+    from ablate.errors import UserError
+    from ablate.report.page import build_report
+    from ablate.scheduler.plan import load_study_of, report_cells
+    from ablate.tracking.uri import sqlite_file
+
+    study = load_study_of(place, check_files=False)
+    db = sqlite_file(place.tracking_uri)
+    if db is not None and not db.exists():  # opening it would create an empty store here
+        raise UserError(f"nothing to report for {study.name}: no MLflow store at {db} "
+                        "(run `ablate run` on the study first, or point --tracking-uri at its store)")
+    tracker = Tracker(place.tracking_uri)
+    exp = tracker.experiment_id(study.name, create=False)
+    if exp is None:
+        raise UserError(f"nothing to report for {study.name}: it has no runs in {place.tracking_uri} "
+                        "(run `ablate run` on the study first)")
+    frame = load_cells(tracker, study.name, report_cells(tracker, study))
+    out = Path(out or Path("reports") / study.name)
+    page = build_report(study.name, study.description or "", frame, study.report, out,
+                        lambda run, split: read_predictions(tracker, run, split))
+    tracker.client.log_artifacts(tracker.parent_run(exp, study.name, study.description), str(out), "report")
+    return page
