@@ -39,7 +39,7 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     from ablate.data.corpus import load_corpus
     from ablate.data.encode import encode_cached
     from ablate.faults import with_fault
-    from ablate.models.backbones import count_parameters, load_model, position_limit, resolve_backbone
+    from ablate.models.backbones import apply_lora, count_parameters, load_model, position_limit, resolve_backbone
     from ablate.models.heads import build_head
     from ablate.trainer import Split, train
 
@@ -48,7 +48,7 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     corpus = load_corpus(spec.data)
     model_path = resolve_backbone(spec.backbone_spec, [s.chars for s in corpus.train], cache)
     torch.manual_seed(spec.train.seed)
-    model, tokenizer = load_model(model_path, corpus.labels, spec.finetune, spec.train.lora)
+    model, tokenizer = load_model(model_path, corpus.labels)
     label2id = {t: i for i, t in enumerate(corpus.labels)}
     max_length = spec.data.max_length
     limit = position_limit(model.config)
@@ -64,7 +64,9 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
         for label in w.labels:
             if label >= 0:
                 counts[label] += 1
-    model, head = build_head("linear", model, spec, corpus.labels, counts)
+    model, head = build_head(spec.head, model, spec, corpus.labels, counts)  # before LoRA: a head may adapt the model
+    if spec.finetune == "lora":
+        model = apply_lora(model, spec.train.lora)  # adapters; the emission layer and the head's own weights train
     head = with_fault(head, fault, spec.train.batch_size)
     params = count_parameters(model)
     head_params = sum(p.numel() for p in head.parameters() if p.requires_grad)

@@ -33,7 +33,7 @@ def with_fault(head, kind: str | None, batch_size: int):
     calls = {"n": 0}
     loss = head.loss
 
-    def faulty(output, labels):
+    def faulty(output, batch):
         import torch
 
         i, calls["n"] = calls["n"], calls["n"] + 1
@@ -41,7 +41,7 @@ def with_fault(head, kind: str | None, batch_size: int):
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by {FAULT_ENV} at batch size {batch_size})")
         if kind == "error" and i == 1:
             raise RuntimeError(f"injected failure ({FAULT_ENV}=error)")
-        out = loss(output, labels)
+        out = loss(output, batch)
         return out * float("nan") if kind == "nan" and i == 1 else out
 
     head.loss = faulty  # an instance attribute: nn.Module's own methods and parameters stay as they are

@@ -3,7 +3,9 @@
 Order: the cartesian product of the axes sorted by name, each axis's values in file order (the
 last axis varies fastest). Order is for queueing and display only; identity is `run_id`.
 Settings a cell's method ignores (lora.* under full fine-tuning, focal.* under cross-entropy)
-do not multiply its cells: such a cell appears once, with None for those axes.
+do not multiply its cells: such a cell appears once, with None for those axes. A CRF head trains
+with its own loss (the sequence negative log-likelihood), so the loss axis does not multiply CRF
+cells either: each appears once, recorded as `loss: ce`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablate.errors import DataError
-from ablate.spec.schema import CELL_AXES, RunSpec, TrainSpec, nested_exclude, unused_groups
+from ablate.spec.schema import CELL_AXES, HASHED_UNLESS_DEFAULT, RunSpec, TrainSpec, group_of, nested_exclude, unused_groups
 from ablate.spec.study import StudySpec
 
 # Fields that do not change what a run computes: `axes` restates the resolved values, `data.root`
@@ -29,7 +31,8 @@ _NAME_KEYS = {
     "lora.r": "r", "lora.alpha": "la", "lora.dropout": "ld", "lora.target_modules": "tm",
     "focal.gamma": "g", "focal.alpha": "fa", "batch_size": "bs", "eval_batch_size": "ebs",
     "grad_accum": "ga", "warmup_ratio": "wr", "warmup_steps": "ws", "weight_decay": "wd",
-    "max_grad_norm": "gn", "precision": "", "early_stopping": "es", "select_metric": "",
+    "max_grad_norm": "gn", "precision": "", "early_stopping": "es", "select_metric": "", "decode": "",
+    "head.crf.lr_multiplier": "crflr", "head.lstm.hidden": "lh", "head.lstm.layers": "ll", "head.lstm.dropout": "lsd",
 }
 
 
@@ -40,20 +43,24 @@ def expand(study: StudySpec) -> list[RunSpec]:
     runs, seen = [], set()
     for values in itertools.product(*(study.grid[n] for n in names)):
         cell = dict(zip(names, values))
+        if cell.get("head", "linear") != "linear" and cell["loss"] != "ce":
+            if "ce" in study.grid["loss"]:
+                continue  # the same CRF cell as under ce
+            cell["loss"] = "ce"
         train = copy.deepcopy(base)
         unused = unused_groups(cell)
         for name, value in cell.items():
             if name in CELL_AXES:
                 continue
             *outer, last = name.split(".")
-            if any(name.startswith(g + ".") for g in unused):
+            if group_of(name) in unused:
                 cell[name] = None
                 continue
             node = train
             for part in outer:
                 node = node[part]
             node[last] = value
-        if any(cell[n] is None for n in names):
+        if any(cell[n] is None for n in names) or cell.get("head", "linear") != "linear":
             key = json.dumps(list(cell.values()), default=str)
             if key in seen:
                 continue
@@ -65,6 +72,7 @@ def expand(study: StudySpec) -> list[RunSpec]:
                 backbone_spec=study.backbones[cell["backbone"]],
                 finetune=cell["finetune"],
                 loss=cell["loss"],
+                head=cell.get("head", "linear"),
                 train=TrainSpec.model_validate(train),
                 data=study.data,
                 axes=cell,
@@ -83,6 +91,16 @@ def run_id(spec: RunSpec, data_hashes: dict[str, str]) -> str:
     unused = nested_exclude(unused_groups({a: getattr(spec, a) for a in CELL_AXES}))
     exclude = {**_NOT_HASHED, "train": {k: True for k in _NOT_HASHED["train"]} | unused}
     payload = spec.model_dump(mode="json", exclude=exclude)
+    for path, default in HASHED_UNLESS_DEFAULT.items():
+        *outer, last = path
+        node = payload
+        for part in outer:
+            node = node.get(part, {})
+        if node.get(last, default) == default:
+            node.pop(last, None)
+    for group in list(payload["train"]):  # a settings group whose every part is unused (train.head under linear)
+        if payload["train"][group] == {}:
+            del payload["train"][group]
     for (role, i), f in spec.data.files():
         entry = payload["data"][role][i]
         path = str(spec.data.resolve(f.path))
@@ -97,7 +115,8 @@ def run_id(spec: RunSpec, data_hashes: dict[str, str]) -> str:
 def run_name(spec: RunSpec) -> str:
     """A readable name such as `bert-lora-focal-lr1e-05-e20-s1-r8`: not unique by contract, `run_id` is."""
     t = spec.train
-    parts = [spec.backbone, spec.finetune, spec.loss, f"lr{_sci(t.lr)}", f"e{t.epochs}", f"s{t.seed}"]
+    method = spec.loss if spec.head == "linear" else spec.head  # a CRF head's loss is its own
+    parts = [spec.backbone, spec.finetune, method, f"lr{_sci(t.lr)}", f"e{t.epochs}", f"s{t.seed}"]
     for axis in sorted(spec.axes):
         if axis not in (*CELL_AXES, "lr", "epochs", "seed") and spec.axes[axis] is not None:
             key = _NAME_KEYS.get(axis, axis.replace(".", "_"))

@@ -37,11 +37,16 @@ class Split:
 def _optimizer(model, head, s: TrainSpec, device):
     import torch
 
-    decay, no_decay = [], []
-    for name, p in list(model.named_parameters()) + list(head.named_parameters()):
+    scales = getattr(head, "lr_scale", {})  # e.g. {"crf.": 100}: CRF transitions take a larger step
+    grouped: dict[tuple[float, bool], list] = {}
+    named = [(n, p, 1.0) for n, p in model.named_parameters()]
+    named += [(n, p, next((m for k, m in scales.items() if n.startswith(k)), 1.0)) for n, p in head.named_parameters()]
+    for name, p, scale in named:
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decays = not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+            grouped.setdefault((scale, decays), []).append(p)
+    groups = [{"params": ps, "lr": s.lr * scale, "weight_decay": s.weight_decay if decays else 0.0}
+              for (scale, decays), ps in sorted(grouped.items(), key=lambda kv: (kv[0][0], not kv[0][1]))]
     # Fused AdamW (one kernel for all tensors) on CUDA and on CPU (torch >= 2.4): per-tensor AdamW
     # was ~12% of a tiny model's CPU epoch and 3x slower per base-BERT step (bench/README.md).
     return torch.optim.AdamW(groups, lr=s.lr, fused=device.type in ("cuda", "cpu"))
@@ -78,9 +83,9 @@ def predict(model, head, split: Split, id2label: Sequence[str], device, batch_si
     outputs: list[list[int]] = [[] for _ in split.windows]
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for idxs in batches(split.windows, batch_size, shuffle=False):
-            b = collate(split.windows, idxs, pad_id)
-            out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device))
-            for i, row in zip(idxs, head.decode(out, b["predict_mask"].to(device)).tolist()):
+            b = {k: v.to(device) for k, v in collate(split.windows, idxs, pad_id).items()}
+            out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            for i, row in zip(idxs, head.decode(out, b).tolist()):
                 outputs[i] = row
     ids = stitch(split.windows, outputs, [len(s) for s in split.sentences])
     return [[id2label[i] for i in row] for row in ids]
@@ -163,7 +168,7 @@ def train(
             b = {k: v.to(device, non_blocking=True) for k, v in collate(train_split.windows, idxs, pad_id).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-                loss = head.loss(out, b["labels"])  # a scalar; heads compute it in fp32
+                loss = head.loss(out, b)  # a scalar; heads compute it in fp32
             (loss / s.grad_accum).backward()
             loss_sum += loss.detach()
             tokens += b["attention_mask"].sum()
@@ -201,7 +206,7 @@ def train(
         if value > best_value:
             best_value, best_epoch, best_dev_pred, stale = value, epoch, dev_pred, 0
             # Keep the best weights on the CPU (for LoRA only adapters and head move).
-            best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+            best_state = {n: p.detach().to("cpu", copy=True) for n, p in _trained(model, head)}
         else:
             stale += 1
             if s.early_stopping and stale >= s.early_stopping:
@@ -209,7 +214,7 @@ def train(
 
     if best_state is not None:
         with torch.no_grad():
-            params = dict(model.named_parameters())
+            params = dict(_trained(model, head))
             for n, v in best_state.items():
                 params[n].copy_(v.to(device))
     final = {k: v for k, v in history[best_epoch - 1].items() if k.startswith("dev/")}
@@ -234,8 +239,16 @@ def train(
     (out_dir / "per_type.json").write_text(json.dumps(per_type, indent=2, ensure_ascii=False), encoding="utf-8")
     if s.save_model:
         model.save_pretrained(out_dir / "model")  # peft saves only the adapter and the head
+        if any(True for _ in head.parameters()):  # a CRF's transitions, an LSTM, a learned focal alpha
+            torch.save(head.state_dict(), out_dir / "model" / "ablate_head.pt")
     settings = {"batch_size": s.batch_size, "grad_accum": s.grad_accum, "device": str(device), "bf16": bf16}
     return RunResult(history, final, best_epoch, out_dir, settings)
+
+
+def _trained(model, head):
+    """(name, parameter) of everything that trains: the model's and the head's (prefixed `head.`)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad] + \
+        [(f"head.{n}", p) for n, p in head.named_parameters() if p.requires_grad]
 
 
 def _write_predictions(folder: Path, split: str, sentences: list[Sentence], pred: list[list[str]]) -> None:

@@ -68,7 +68,7 @@ def test_order_is_sorted_by_axis_name_with_values_in_file_order(data: Path):
     # Axes sorted: backbone, finetune, loss, lr, seed; the last varies fastest.
     expected = list(itertools.product(["roberta", "bert"], [5e-5, 1e-5], [2, 1]))
     assert [(r.backbone, r.train.lr, r.train.seed) for r in runs] == expected
-    assert list(runs[0].axes) == ["backbone", "finetune", "loss", "lr", "seed"]
+    assert list(runs[0].axes) == ["backbone", "finetune", "head", "loss", "lr", "seed"]
 
 
 def test_cells_carry_their_axis_values_in_the_resolved_spec(data: Path):
@@ -191,8 +191,9 @@ def test_backbone_entries_serialise_as_they_always_have(data):
     assert forms["small"] == {"pretrained": None, "shape": None, **small}
 
 
-# sha256 over the sorted run_ids of each shipped study, with every data file's hash replaced by a stand-in
-# (the file's name): computed on the code before the restructure. A change here re-runs finished cells.
+# sha256 over the sorted run_ids of each shipped study's linear-head cells (all its cells before the head
+# axis), with every data file's hash replaced by a stand-in (the file's name): computed on the code before
+# the restructure. A change here re-runs finished cells.
 PINNED = {
     "backbones": "644cb30651757454", "epoch_curve": "11b793aa7bdd9f7b", "focal_vs_ce": "7a800d51f5b6ced6",
     "lora_vs_full": "eae11c5b31714e6c", "lr_curve": "b0e1b9321918fee4", "quickstart": "d4706aa72bd536d9",
@@ -207,10 +208,36 @@ def shipped_run_ids(name: str) -> list[str]:
     raw["data"]["root"] = "/data"
     s = StudySpec.model_validate(raw)
     hashes = {str(p): hashlib.sha256(p.name.encode()).hexdigest() for p in s.data.resolved_files()}
-    return sorted(run_id(r, hashes) for r in expand(s))
+    return sorted(run_id(r, hashes) for r in expand(s) if r.head == "linear")
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_shipped_studies_keep_their_run_ids(name):
     digest = hashlib.sha256(" ".join(shipped_run_ids(name)).encode()).hexdigest()[:16]
     assert digest == PINNED[name], f"run_ids of studies/{name}.yaml changed: finished cells would run again"
+
+
+def test_crf_heads_take_no_loss_axis_and_linear_cells_keep_their_ids(data):
+    before = ids(study(data, {"loss": ["ce", "focal"]}))
+    s = study(data, {"loss": ["ce", "focal"], "head": ["linear", "crf", "bilstm-crf"]})
+    runs = expand(s)
+    assert [(r.head, r.loss) for r in runs] == [("linear", "ce"), ("linear", "focal"), ("crf", "ce"), ("bilstm-crf", "ce")]
+    after = {run_name(r): run_id(r, data_hashes(s)) for r in runs}
+    assert {k: v for k, v in after.items() if k in before} == before  # the linear cells: same ids
+    assert len(set(after.values())) == 4
+    only_focal = expand(study(data, {"loss": ["focal"], "head": ["crf"]}))
+    assert [(r.head, r.loss) for r in only_focal] == [("crf", "ce")]
+
+
+def test_head_settings_multiply_only_the_heads_that_use_them(data):
+    s = study(data, {"head": ["linear", "crf", "bilstm-crf"], "head.lstm.hidden": [64, 128], "decode": ["argmax", "constrained"]})
+    cells = sorted((r.head, r.axes["head.lstm.hidden"], r.axes["decode"]) for r in expand(s))
+    assert cells == [("bilstm-crf", 64, None), ("bilstm-crf", 128, None), ("crf", None, None),
+                     ("linear", None, "argmax"), ("linear", None, "constrained")]
+
+
+def test_varying_lstm_settings_without_a_bilstm_head_is_a_study_error(data):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="varies head.lstm settings but grid.head has no bilstm-crf"):
+        study(data, {"head": ["linear", "crf"], "head.lstm.layers": [1, 2]})

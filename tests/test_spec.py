@@ -173,7 +173,7 @@ def test_string_numbers_coerced_in_train_and_grid(tmp_path: Path):
 
 def test_default_axes_filled(tmp_path: Path):
     study = StudySpec.model_validate(minimal())
-    assert study.grid == {"backbone": ["tiny"], "finetune": ["full"], "loss": ["ce"]}
+    assert study.grid == {"backbone": ["tiny"], "finetune": ["full"], "loss": ["ce"], "head": ["linear"]}
     with pytest.raises(ValidationError, match="grid.backbone: required when several backbones"):
         StudySpec.model_validate(minimal(backbones={"a": {"scratch": "bert"}, "b": {"scratch": "albert"}}))
 

@@ -285,8 +285,9 @@ def apply_lora(model: Any, lora: LoraSpec) -> Any:
         if "not found" in str(e):
             raise UserError(f"LoRA target modules {list(targets)} not found in model type {model_type!r}") from None
         raise
-    if not any(p.requires_grad for n, p in peft_model.named_parameters() if "classifier" in n):
-        raise RuntimeError("LoRA model has no trainable classifier head")  # a bug, not user input
+    head = [p for n, p in peft_model.named_parameters() if "classifier" in n and ".original_module." not in n]
+    if head and not all(p.requires_grad for p in head):  # (a bilstm-crf cell's classifier is the identity: no weights)
+        raise RuntimeError("LoRA model has a frozen classifier head")  # a bug, not user input
     return peft_model
 
 

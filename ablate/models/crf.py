@@ -57,14 +57,14 @@ def _penalties(num_tags: int, constraints: Constraints | None) -> list[Tensor]:
 def _compact(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Where each row's True positions go once moved to the left, in order.
 
-    Returns order (B, T') indices into the sequence (a permutation prefix, True positions first),
-    the compact mask (B, T') and the lengths (B,); T' = max(1, longest row) so the chain loops stay short.
+    Returns order (B, T) indices into the sequence (a permutation, True positions first), the compact
+    mask (B, T) and the lengths (B,). The width stays T: cutting it to the longest row would need that
+    length on the host, a sync per training step (sub-token masks keep nearly every position anyway).
     """
     order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices  # stable: keeps True positions in order
     lengths = mask.sum(dim=1)
-    width = max(1, int(lengths.max())) if mask.numel() else 1
-    compact = torch.arange(width, device=mask.device) < lengths[:, None]
-    return order[:, :width], compact, lengths
+    compact = torch.arange(mask.shape[1], device=mask.device) < lengths[:, None]
+    return order, compact, lengths
 
 
 def _gather(emissions: Tensor, order: Tensor) -> Tensor:

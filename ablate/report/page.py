@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.spec.report import ReportSpec
+from ablate.spec.report import ReportSpec, TableSpec
 from ablate.report.figures import colour_map, default_figures, draw, figure_data
 from ablate.report.stats import TEST_NAME, NotComparable, compare_table
 from ablate.report.cells import STATUSES, axes_of, axis_text, groups, status_counts
-from ablate.report.tables import (Table, build_table, default_tables, genre_table, to_markdown, type_table,
+from ablate.report.tables import (Table, _slug, build_table, default_tables, genre_table, to_markdown, type_table,
                                   write_table)
 
 REQUIRED = ("run_id", "name", "status")
@@ -99,6 +99,18 @@ def _table_block(table: Table, folder: str = "tables") -> str:
             f"[{table.name}.csv]({folder}/{table.name}.csv)\n")
 
 
+def _pairs(cells: pd.DataFrame, spec: TableSpec) -> list[tuple[pd.DataFrame, TableSpec]]:
+    """A compare axis with two values is one comparison; with more (three heads), each value against the first."""
+    axis = spec.compare
+    values = [k[0] for k, _ in groups(cells, [axis])] if axis in cells else []
+    if len(values) <= 2:
+        return [(cells, spec)]
+    base = spec.model_dump()
+    return [(cells[cells[axis].isin([values[0], v])],
+             TableSpec.model_validate({**base, "name": f"{spec.name}_{_slug(axis_text(v))}_vs_{_slug(axis_text(values[0]))}"}))
+            for v in values[1:]]
+
+
 def build_report(study_name: str, description: str, cells: pd.DataFrame, report: ReportSpec, out_dir: Path,
                  predictions: Callable[[str, str], Mapping] | None = None) -> Path:
     """Write out_dir/README.md, out_dir/tables/<name>.md|.csv and out_dir/figures/<name>.png|.svg.
@@ -120,12 +132,12 @@ def build_report(study_name: str, description: str, cells: pd.DataFrame, report:
     blocks, loaded = [], {}  # loaded: predictions and their counts, shared by every comparison
     for spec in specs:
         blocks.append(_table_block(save(build_table(cells, spec))))
-        if spec.compare and predictions is not None:
+        for sub, pair in (_pairs(cells, spec) if spec.compare and predictions is not None else []):
             try:
-                blocks.append(_table_block(save(compare_table(cells, spec, predictions, report.bootstrap_samples,
+                blocks.append(_table_block(save(compare_table(sub, pair, predictions, report.bootstrap_samples,
                                                               report.bootstrap_seed, loaded))))
             except NotComparable as e:  # the study's grid was narrowed: say so, keep the rest of the report
-                blocks.append(f"*No significance test for {spec.name}: {e}.*\n")
+                blocks.append(f"*No significance test for {pair.name}: {e}.*\n")
     details = [save(t) for t in (genre_table(cells, report.arms), type_table(cells, report.arms)) if t is not None]
 
     figs = [figure_data(cells, f) for f in (report.figures or default_figures(cells))]

@@ -244,7 +244,7 @@ def default_tables(cells: pd.DataFrame) -> list[TableSpec]:
     for axis in varying(cells):
         if axis == SEED:
             continue
-        two = cells[axis].nunique(dropna=False) == 2
+        two = cells[axis].nunique(dropna=False) == 2 or axis == "head"  # heads: each against linear
         out.append(TableSpec(name=f"by_{_slug(axis)}", title=f"By {axis}", rows=[axis], columns=cols,
                              split=split, others="best", compare=axis if two else None))
     if not out:

@@ -10,14 +10,20 @@ from ablate.spec.problems import StudyError
 from ablate.spec.report import FigureSpec, ReportSpec, TableSpec
 from ablate.spec.schema import (
     CELL_AXES,
+    HASHED_UNLESS_DEFAULT,
     IGNORE_INDEX,
     METHODS,
     DataSpec,
     DevData,
     DevSplit,
     FileSpec,
+    CrfSpec,
+    Decode,
     Finetune,
     FocalSpec,
+    Head,
+    HeadSpec,
+    LstmSpec,
     LoraSpec,
     Loss,
     RunSpec,
@@ -31,7 +37,7 @@ from ablate.spec.schema import (
 from ablate.spec.study import SearchSpec, StudySpec, axis_kind
 
 __all__ = [
-    "CELL_AXES", "IGNORE_INDEX", "MAX_POSITIONS", "METHODS", "SHAPES", "BackboneSpec", "DataSpec", "DevData",
+    "CELL_AXES", "CrfSpec", "Decode", "HASHED_UNLESS_DEFAULT", "Head", "HeadSpec", "IGNORE_INDEX", "LstmSpec", "MAX_POSITIONS", "METHODS", "SHAPES", "BackboneSpec", "DataSpec", "DevData",
     "DevSplit", "Family", "FigureSpec", "FileSpec", "Finetune", "FocalSpec", "LoraSpec", "Loss", "ReportSpec",
     "RunSpec", "SearchSpec", "ShapeDims", "SpaceDim", "StudyError", "StudySpec", "TableSpec", "TrainSpec",
     "axis_kind", "group_of", "load_study", "param_key", "unused_groups", "uses",

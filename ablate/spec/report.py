@@ -44,7 +44,7 @@ class TableSpec(BaseModel):
     columns: list[str] = ["precision", "recall", "f1"]  # metric names, split prefix added: test/f1
     split: Split = "test"
     where: dict[str, str | int | float] = Field(default_factory=dict)  # axis -> value filter
-    compare: str | None = None                 # an axis with two values: paired bootstrap between them
+    compare: str | None = None                 # an axis: paired bootstrap between its two values (more: each vs the first)
     others: Others = "split"                   # other varying axes: extra rows, or the best setting per row
     paper: bool = False                        # add the paper's numbers (PAPER) where rows name its backbones
 

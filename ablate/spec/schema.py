@@ -15,10 +15,15 @@ from ablate.spec.problems import Loc, _dotted
 
 Finetune = Literal["lora", "full"]
 Loss = Literal["ce", "focal"]
+Head = Literal["linear", "crf", "bilstm-crf"]
+Decode = Literal["argmax", "constrained"]
 Unknown = Literal["error", "O"]  # what to do with a tag outside the scheme: fail, or repair it to O (reported)
 JSONL_SUFFIXES = (".jsonl", ".json")  # ROCLING-style records; any other suffix is read as CoNLL
 IGNORE_INDEX = -100  # the label id of positions no loss or score counts (continuations, specials, padding)
-CELL_AXES = ("backbone", "finetune", "loss")  # axes that are RunSpec fields; every other axis is a TrainSpec field
+CELL_AXES = ("backbone", "finetune", "loss", "head")  # axes that are RunSpec fields; every other axis is a TrainSpec field
+# Fields added after run_ids were first published: hashed only when they differ from these defaults, so
+# every cell that existed before keeps its run_id (and stays FINISHED). Paths into RunSpec.model_dump().
+HASHED_UNLESS_DEFAULT: dict[tuple[str, ...], Any] = {("head",): "linear", ("train", "decode"): "argmax"}
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -32,12 +37,15 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lora": ("finetune", ("lora",)),
     "focal": ("loss", ("focal",)),
+    "decode": ("head", ("linear",)),  # a CRF head always decodes by constrained Viterbi
+    "head.crf": ("head", ("crf", "bilstm-crf")),
+    "head.lstm": ("head", ("bilstm-crf",)),
 }
 
 
 def group_of(axis: str) -> str | None:
     """The settings group an axis belongs to (`lora.r` -> `lora`), or None for a setting every cell uses."""
-    return next((g for g in sorted(METHODS, key=len, reverse=True) if axis.startswith(g + ".")), None)
+    return next((g for g in sorted(METHODS, key=len, reverse=True) if axis == g or axis.startswith(g + ".")), None)
 
 
 def unused_groups(cell: Mapping[str, Any]) -> set[str]:
@@ -77,8 +85,30 @@ class FocalSpec(BaseModel):
     alpha: Literal["none", "inverse_freq", "learned"] = "learned"  # paper: alpha_t trainable
 
 
+class CrfSpec(BaseModel):
+    model_config = _FROZEN
+    # Transition scores start at ~0 and have one gradient per tag pair: they need a larger step than the
+    # encoder's fine-tuning rate (BiLSTM-CRF NER code commonly trains them at 100x; T-NER, Flair alike).
+    lr_multiplier: float = Field(100.0, gt=0)
+
+
+class LstmSpec(BaseModel):
+    model_config = _FROZEN
+    hidden: int = Field(256, ge=1)  # per direction
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)  # on the LSTM output (and between layers)
+
+
+class HeadSpec(BaseModel):
+    """Settings of the CRF heads (`head: crf`, `head: bilstm-crf`); the linear head has none."""
+
+    model_config = _FROZEN
+    crf: CrfSpec = CrfSpec()
+    lstm: LstmSpec = LstmSpec()
+
+
 class TrainSpec(BaseModel):
-    """Fixed training settings; any field can also be a grid axis (dotted for lora.* / focal.*)."""
+    """Fixed training settings; any field can also be a grid axis (dotted for lora.* / focal.* / head.*)."""
 
     model_config = _FROZEN
     lr: float = Field(1e-5, gt=0)  # paper: 1e-5
@@ -95,8 +125,10 @@ class TrainSpec(BaseModel):
     select_metric: str = "dev/macro_f1"
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs; None trains every epoch
     save_model: bool = False
+    decode: Decode = "argmax"  # linear head: argmax per token, or Viterbi with BIO's forbidden transitions
     lora: LoraSpec = LoraSpec()
     focal: FocalSpec = FocalSpec()
+    head: HeadSpec = HeadSpec()
 
     @field_validator("select_metric")
     @classmethod
@@ -213,6 +245,7 @@ class RunSpec(BaseModel):
     finetune: Finetune
     loss: Loss
     train: TrainSpec
+    head: Head = "linear"
     data: DataSpec
     axes: dict[str, Any]  # this cell's value on every grid axis (derived; not part of the run's identity)
 

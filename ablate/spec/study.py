@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ablate.spec.backbone import MAX_POSITIONS, BackboneSpec
 from ablate.spec.problems import Loc, _branches, _not_one_of, _Problems, _step, _suggest
 from ablate.spec.report import ReportSpec
-from ablate.spec.schema import CELL_AXES, _FROZEN, METHODS, DataSpec, Finetune, Loss, SpaceDim, TrainSpec
+from ablate.spec.schema import CELL_AXES, _FROZEN, METHODS, DataSpec, Finetune, Head, Loss, SpaceDim, TrainSpec
 
 
 class SearchSpec(BaseModel):
@@ -134,7 +134,7 @@ def _leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 _TRAIN_AXES = _leaf_fields(TrainSpec)
 _AXES = [*CELL_AXES, *_TRAIN_AXES]
-_CELL_TYPES = {"finetune": Finetune, "loss": Loss}
+_CELL_TYPES = {"finetune": Finetune, "loss": Loss, "head": Head}
 
 
 def _check_grid(raw: dict, backbones: dict | list | None, searched: dict | None = None) -> tuple[dict, list[tuple[Loc, str]]]:
@@ -174,7 +174,7 @@ def _check_grid(raw: dict, backbones: dict | list | None, searched: dict | None 
             grid["backbone"] = list(backbones)
         else:
             problems.append((("grid", "backbone"), f"required when several backbones are defined ({', '.join(backbones)})"))
-    for axis, default in (("finetune", "full"), ("loss", "ce")):
+    for axis, default in (("finetune", "full"), ("loss", "ce"), ("head", "linear")):
         if axis not in searched:
             grid.setdefault(axis, [default])
     for group, (axis, users) in METHODS.items():  # a varied settings group needs a cell that uses it
