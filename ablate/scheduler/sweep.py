@@ -36,11 +36,11 @@ def cell_runs(tracker, exp: str, run_id: str) -> list:
 class GridSweep:
     """The grid's cells, queued by the planner; a claim runs only if MLflow has not FINISHED it."""
 
-    def __init__(self, place, study, tracker, exp: str, worker, counts: dict):
+    def __init__(self, place, study, tracker, exp: str, worker, counts: dict, log=print):
         from ablate.scheduler.plan import expand_cells
         from ablate.scheduler.queue import CellQueue
 
-        self.tracker, self.exp, self.worker, self.counts = tracker, exp, worker, counts
+        self.tracker, self.exp, self.worker, self.counts, self.log = tracker, exp, worker, counts, log
         self.specs, self.names = expand_cells(study)
         self.queue = CellQueue(place.storage, study.name, place.max_attempts)
 
@@ -51,8 +51,9 @@ class GridSweep:
         try:
             spec = self.specs.get(claim.run_id)
             if spec is None:
-                self.queue.finish(claim.trial_id, None, f"cell {claim.run_id} is not in this study as this worker read it "
-                                  "(study file or data changed?)")
+                why = f"cell {claim.run_id} is not in this study as this worker read it (study file or data changed?)"
+                self.log(f"[{self.worker}] {why}")
+                self.queue.finish(claim.trial_id, None, why)
                 self.counts["failed"] += 1
                 return WAIT
             prior = cell_runs(self.tracker, self.exp, claim.run_id)
@@ -76,7 +77,7 @@ class GridSweep:
 class SearchSweep:
     """Trials sampled by Optuna until the search has `n_trials` (lost and surplus trials do not count)."""
 
-    def __init__(self, place, study, tracker, exp: str, worker, counts: dict):
+    def __init__(self, place, study, tracker, exp: str, worker, counts: dict, log=print):
         import optuna
 
         from ablate.grid import data_hashes

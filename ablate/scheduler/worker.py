@@ -59,7 +59,7 @@ def work(place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan_first:
     parent = tracker.parent_run(exp, study.name, study.description)
     worker = Worker.here(gpu)
     counts = {"finished": 0, "pruned": 0, "failed": 0, "skipped": 0}
-    sweep = (GridSweep if study.search is None else SearchSweep)(place, study, tracker, exp, worker, counts)
+    sweep = (GridSweep if study.search is None else SearchSweep)(place, study, tracker, exp, worker, counts, log)
     if plan_first and study.search is None:
         from ablate.scheduler.plan import Cell
 
