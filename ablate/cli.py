@@ -32,6 +32,11 @@ class LossChoice(str, Enum):  # the values of spec.Loss
     focal = "focal"
 
 
+class EnsembleChoice(str, Enum):  # the keys of report.ensemble.METHODS
+    vote = "vote"
+    entity = "entity"
+
+
 def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False, indent=2))
 
@@ -293,6 +298,44 @@ def report(
 
     path = make_report(_place(study, overrides, tracking_uri, None), out)
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="A saved model folder (a cell's model/ artifact), or a study YAML with --top K."),
+    inputs: List[str] = typer.Argument(..., help="FILE[:GENRE]: text (a sentence per line), CoNLL (`char [TAG]`) or .jsonl."),
+    out: Path = typer.Option(Path("predictions"), help="Folder for the official 2-column files, one per genre (<genre>.txt)."),
+    top: Optional[int] = typer.Option(None, min=1, help="With a study: ensemble its K best cells by dev macro F1."),
+    method: EnsembleChoice = typer.Option("vote", help="How K models combine: per-character vote or entity vote."),
+    gold: Optional[List[str]] = typer.Option(None, "--gold", help="GENRE=GOLD_FILE: score the output as the official scorer."),
+    tracking_uri: Optional[str] = URI_OPT,
+    overrides: Optional[List[str]] = SET_OPT,
+) -> None:
+    """Tag new text with a saved model, or a study's top-K ensemble; write the shared task's submission files."""
+    from ablate.predict import predict_main
+
+    for line in predict_main(model, list(inputs), out, top, method.value, tracking_uri, list(overrides or []), list(gold or [])):
+        typer.echo(line)
+
+
+@app.command()
+def ensemble(
+    study: Path = STUDY_ARG,
+    top: int = typer.Option(3, min=1, help="Members: the K best finished cells by --by (the paper: 3)."),
+    method: EnsembleChoice = typer.Option("vote", help="Per-character majority vote (then BIO repair) or entity vote."),
+    by: str = typer.Option("dev/macro_f1", help="The dev metric that picks the members (never a test metric)."),
+    out: Optional[Path] = typer.Option(None, help="Folder (default reports/<study>/ensemble/<method>-top<K>)."),
+    overrides: Optional[List[str]] = SET_OPT,
+    tracking_uri: Optional[str] = URI_OPT,
+) -> None:
+    """Combine the saved test predictions of a study's K best cells (no model loaded), score and log them."""
+    from ablate.metrics import format_scores
+    from ablate.report.collect import make_ensemble
+
+    folder, scores, members = make_ensemble(_place(study, overrides, tracking_uri, None), top, method.value, by, out)
+    typer.echo(f"members (best {by} first): {', '.join(members)}")
+    typer.echo(format_scores(scores))
+    typer.echo(f"wrote {folder}")
 
 
 def main() -> None:

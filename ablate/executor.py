@@ -29,10 +29,12 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | None = None, device: str | None = None):
+def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | None = None, device: str | None = None,
+            identity: dict | None = None):
     """Train one cell and return its RunResult; outputs (predictions, per-type scores, model) under out_dir.
 
     `fault` (tests of the failure policy: see ablate.faults) makes the head's loss fail on purpose.
+    `identity`: the cell's {name, run_id} for its model card (default: the grid's).
     """
     import torch
 
@@ -79,7 +81,20 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
         ensure_ascii=False, indent=2), encoding="utf-8")
     (out_dir / "run_spec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return train(
+    result = train(
         model, head, train_split, dev, test, corpus.labels, spec.train, dev_name, out_dir, pad_id=pad_id, on_epoch=on_epoch,
         extra_final={"params/trainable": float(params.trainable + head_params), "params/total": float(params.total + head_params)},
     )
+    if spec.train.save_model:  # the model is at its best dev epoch here (train restores it)
+        _save(out_dir / "model", model, tokenizer, head, spec, corpus.labels, result.final, identity or {})
+    return result
+
+
+def _save(folder: Path, model, tokenizer, head, spec, labels, final, identity: dict) -> None:
+    from ablate.grid import data_hashes_of, run_id, run_name
+    from ablate.models.save import save_cell_model
+
+    hashes = data_hashes_of(spec.data)
+    data = [(f"{role}[{i}]", f.path.name, hashes[str(spec.data.resolve(f.path))]) for (role, i), f in spec.data.files()]
+    save_cell_model(folder, model.to("cpu"), tokenizer, head.to("cpu"), spec, labels,
+                    {"name": run_name(spec), "run_id": run_id(spec, hashes), **identity, "data": data, "final": final})

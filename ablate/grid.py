@@ -139,7 +139,12 @@ def file_hashes(paths: Iterable[str | Path]) -> dict[str, str]:
 
 def data_hashes(study: StudySpec) -> dict[str, str]:
     """`file_hashes` of every data file of a study: the second argument of `run_id`."""
-    return file_hashes(study.data.resolved_files())
+    return data_hashes_of(study.data)
+
+
+def data_hashes_of(data) -> dict[str, str]:
+    """`file_hashes` of every file of a DataSpec."""
+    return file_hashes(data.resolved_files())
 
 
 @lru_cache(maxsize=4096)

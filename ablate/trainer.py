@@ -237,10 +237,6 @@ def train(
         **(extra_final or {}),
     })
     (out_dir / "per_type.json").write_text(json.dumps(per_type, indent=2, ensure_ascii=False), encoding="utf-8")
-    if s.save_model:
-        model.save_pretrained(out_dir / "model")  # peft saves only the adapter and the head
-        if any(True for _ in head.parameters()):  # a CRF's transitions, an LSTM, a learned focal alpha
-            torch.save(head.state_dict(), out_dir / "model" / "ablate_head.pt")
     settings = {"batch_size": s.batch_size, "grad_accum": s.grad_accum, "device": str(device), "bf16": bf16}
     return RunResult(history, final, best_epoch, out_dir, settings)
 

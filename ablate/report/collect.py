@@ -81,3 +81,77 @@ def make_report(place, out: Path | None = None) -> Path:
                         lambda run, split: read_predictions(tracker, run, split))
     tracker.client.log_artifacts(tracker.parent_run(exp, study.name, study.description), str(out), "report")
     return page
+
+
+def read_prediction_files(tracker: Tracker, mlflow_run_id: str, split: str) -> dict[str, tuple[list, list[list[str]]]]:
+    """Per genre (gold sentences with their characters, predicted tags) from a run's `predictions/<split>_<genre>.conll`."""
+    import tempfile
+
+    from ablate.data.readers import read_predictions as read_three
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = tracker.client.download_artifacts(mlflow_run_id, "predictions", tmp)
+        except Exception:  # noqa: BLE001 - no predictions logged
+            return {}
+        for f in sorted(Path(local).glob(f"{split}_*.conll")):
+            out[f.stem[len(split) + 1:]] = read_three(f)
+    return out
+
+
+def make_ensemble(place, k: int, method: str, by: str = "dev/macro_f1", out: Path | None = None) -> tuple[Path, Any, list]:
+    """`ablate ensemble`: the test predictions of the study's k best cells by a dev metric, combined without loading
+    a model; files and scores under reports/<study>/ensemble/<method>-top<k>/, also logged to the parent run.
+    Returns (folder, GenreScores, the members' names)."""
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from ablate.data.readers import write_conll
+    from ablate.errors import UserError
+    from ablate.metrics import score_genres, score_json
+    from ablate.report.ensemble import METHODS, check_aligned, top_k
+    from ablate.scheduler.plan import load_study_of, report_cells
+
+    study = load_study_of(place, check_files=False)
+    tracker = Tracker(place.tracking_uri)
+    exp = tracker.experiment_id(study.name, create=False)
+    if exp is None:
+        raise UserError(f"nothing to ensemble for {study.name}: it has no runs in {place.tracking_uri}")
+    chosen = top_k(load_cells(tracker, study.name, report_cells(tracker, study), history=False), k, by)
+    members = list(chosen["name"])
+    files = [read_prediction_files(tracker, rid, "test") for rid in chosen["mlflow_run_id"]]
+    for name, f in zip(members, files):
+        if not f:
+            raise UserError(f"cell {name} has no test predictions (a study without data.test cannot be ensembled on test)")
+    genres = sorted(files[0])
+    if any(sorted(f) != genres for f in files):
+        raise UserError(f"the members' test genres differ: {', '.join(f'{n}: {sorted(f)}' for n, f in zip(members, files))}")
+    folder = Path(out or Path("reports") / study.name / "ensemble" / f"{method}-top{k}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    pairs = {}
+    try:
+        for g in genres:
+            gold = files[0][g][0]
+            models = [f[g][1] for f in files]
+            check_aligned(models, members)
+            tags = METHODS[method](models)
+            write_conll(gold, tmp / f"test_{g}.txt", tags=tags)  # the official 2-column file
+            write_conll(gold, tmp / f"test_{g}.conll", tags=[[f"{t} {p}" for t, p in zip(s.tags, row)] for s, row in zip(gold, tags)])
+            pairs[g] = ([list(s.tags) for s in gold], tags)
+        scores = score_genres(pairs)
+        (tmp / "scores.json").write_text(json.dumps({"members": members, "by": by, "method": method, "k": k,
+                                                     "macro_f1": scores.macro.f1,
+                                                     "genres": {g: score_json(s) for g, s in scores.genres.items()}},
+                                                    indent=2, ensure_ascii=False), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tracker.client.log_artifacts(tracker.parent_run(exp, study.name, study.description), str(folder),
+                                 f"ensemble/{folder.name}")
+    return folder, scores, members

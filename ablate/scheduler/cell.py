@@ -41,10 +41,13 @@ def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path:
     from ablate.scheduler.search import Pruned, trial_reporter
     from ablate.spec.schema import RunSpec
     from ablate.tracking.client import Tracker
+    from ablate.tracking.tags import RUN_ID
 
     spec = RunSpec.model_validate_json(spec_json)
     tracker = Tracker(tracking_uri)
-    name = tracker.client.get_run(mlflow_run_id).info.run_name or ""
+    run = tracker.client.get_run(mlflow_run_id)
+    name = run.info.run_name or ""
+    identity = {"name": name, "run_id": run.data.tags.get(RUN_ID, "")}
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     result = {"value": None, "error": None}
     code = Exit.OK
@@ -57,7 +60,7 @@ def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path:
                 if report is not None:
                     report(epoch, metrics)  # raises Pruned when the pruner stops this trial
 
-            res = run_one(spec, Path(tmp), on_epoch, fault=faults.fault_for(name, spec.train.batch_size))
+            res = run_one(spec, Path(tmp), on_epoch, fault=faults.fault_for(name, spec.train.batch_size), identity=identity)
             lifecycle.finished(tracker, mlflow_run_id, res.final, res.outputs, res.settings)
             result["value"] = res.final.get(spec.train.select_metric)
         except Pruned as p:

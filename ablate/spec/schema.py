@@ -124,7 +124,7 @@ class TrainSpec(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     select_metric: str = "dev/macro_f1"
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs; None trains every epoch
-    save_model: bool = False
+    save_model: bool | Literal["merged"] = False  # the best epoch's model as an artifact; merged: LoRA merged too
     decode: Decode = "argmax"  # linear head: argmax per token, or Viterbi with BIO's forbidden transitions
     lora: LoraSpec = LoraSpec()
     focal: FocalSpec = FocalSpec()

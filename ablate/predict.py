@@ -1,0 +1,154 @@
+"""`ablate predict`: a saved model (a folder, a cell's run_id, or a study's top K by dev) -> the official 2-column
+prediction files per genre for new text, and their scores with `--gold`.
+
+Input: unlabeled text (one sentence per line), CoNLL (`char [TAG]`, tags ignored) or ROCLING jsonl, each as
+FILE[:GENRE]. Sentences go through the same windows as training (every character predicted once), batched by
+length, on the GPU when there is one. Output files are written aside and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ablate.data.readers import Sentence
+from ablate.errors import DataError, UserError
+from ablate.spec.schema import JSONL_SUFFIXES
+
+
+def read_input(arg: str) -> list[Sentence]:
+    """FILE[:GENRE] -> sentences with placeholder tags (`O`); the genre defaults to the file's stem."""
+    from ablate.data.readers import _read_text, read_columns, read_jsonl
+    from ablate.data.stats import parse_source
+
+    path, genre = parse_source(arg)
+    genre = genre or path.stem.lower()
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return [Sentence(s.id, genre if ":" in arg else s.genre, s.chars, ("O",) * len(s.chars), s.line)
+                for s in read_jsonl(path)]
+    text = _read_text(path)
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    firsts = [ln.split()[0] for ln in lines if ln.strip()]
+    if all(len(f) == 1 for f in firsts):  # CoNLL: one character per line, maybe a tag after it
+        ncols = max(len(ln.split()) for ln in lines if ln.strip())
+        try:
+            blocks = read_columns(path, ncols)
+        except DataError as e:
+            raise DataError([f"{p} (read as CoNLL: a character per line, then its tag)" for p in e.problems]) from None
+        return [Sentence(f"{path.stem}-{k:05d}", genre, tuple(r[0] for r in rows), ("O",) * len(rows), start)
+                for k, (start, rows) in enumerate(blocks)]
+    out = []
+    for n, line in enumerate(lines, start=1):  # text: a sentence per line, its characters as they are (no spaces)
+        chars = tuple(c for c in line if not c.isspace())
+        if chars:
+            out.append(Sentence(f"{path.stem}-{n:05d}", genre, chars, ("O",) * len(chars), n))
+    if not out:
+        raise DataError(f"{path}: no sentence in it")
+    return out
+
+
+def predict_folder(folder: Path, sentences: list[Sentence], batch_size: int = 64, device: str | None = None) -> list[list[str]]:
+    """Tags for every character of every sentence, from a folder `save_cell_model` (or transformers) wrote."""
+    import torch
+
+    from ablate.data.encode import encode
+    from ablate.models.save import load_saved
+    from ablate.trainer import Split, predict
+
+    model, head, tokenizer, labels, max_length = load_saved(folder)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev), head.to(dev)
+    windows = encode(sentences, tokenizer, {t: i for i, t in enumerate(labels)}, max_length)
+    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return predict(model, head, Split(windows, sentences), labels, dev, batch_size, bf16, pad)
+
+
+def write_predictions(out_dir: Path, sentences: list[Sentence], tags: list[list[str]]) -> list[Path]:
+    """One official 2-column file per genre (`<genre>.txt`), each written aside and renamed in."""
+    from ablate.data.readers import write_conll
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out_dir}: not a folder") from None
+    written = []
+    for g in sorted({s.genre for s in sentences}):
+        idx = [i for i, s in enumerate(sentences) if s.genre == g]
+        target = out_dir / f"{g}.txt"
+        fd, tmp = tempfile.mkstemp(prefix=f".{g}.", suffix=".txt", dir=out_dir)
+        os.close(fd)
+        try:
+            write_conll([sentences[i] for i in idx], tmp, tags=[tags[i] for i in idx])
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        written.append(target)
+    return written
+
+
+def predict_main(model: str, inputs: list[str], out: Path, top: int | None, method: str, tracking_uri: str | None,
+                 overrides: list[str], gold: list[str]) -> list[str]:
+    """The `ablate predict` command: returns the lines to print."""
+    from ablate.report.ensemble import METHODS, check_aligned
+
+    sentences = [s for arg in inputs for s in read_input(arg)]
+    folders = _model_folders(model, top, tracking_uri, overrides)
+    preds = [predict_folder(f, sentences) for f in folders]
+    if len(preds) > 1:
+        check_aligned(preds, [str(f) for f in folders])
+        tags = METHODS[method](preds)
+    else:
+        tags = preds[0]
+    lines = [f"wrote {p}" for p in write_predictions(out, sentences, tags)]
+    if gold:  # GENRE=GOLD_FILE: the official scorer's numbers for what was just written
+        from ablate.metrics import format_scores
+        from ablate.scoring import score_files
+
+        pairs = []
+        for g in gold:
+            genre, eq, file = g.partition("=")
+            if not eq or not genre or not file:
+                raise UserError(f"--gold {g!r}: expected GENRE=GOLD_FILE, e.g. ft=rocling23_truth_FT.txt")
+            if not (out / f"{genre.lower()}.txt").exists():
+                raise UserError(f"--gold {g!r}: no input had genre {genre.lower()!r}")
+            pairs.append((genre.lower(), Path(file), out / f"{genre.lower()}.txt"))
+        result, notes = score_files(pairs)
+        lines += [f"note: {n}" for n in notes] + [format_scores(result)]
+    return lines
+
+
+def _model_folders(model: str, top: int | None, tracking_uri: str | None, overrides: list[str]) -> list[Path]:
+    """A saved folder as it is; a study file with --top K: its K best cells by dev macro F1 (downloaded)."""
+    path = Path(model)
+    if path.is_dir():
+        if top:
+            raise UserError(f"--top applies to a study, not to the model folder {model}")
+        return [path]
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return _study_models(path, top or 1, tracking_uri, overrides)
+    raise UserError(f"{model}: not a saved model folder nor a study file (.yaml)")
+
+
+def _study_models(study_path: Path, k: int, tracking_uri: str | None, overrides: list[str]) -> list[Path]:
+    from ablate.report.collect import load_cells
+    from ablate.report.ensemble import top_k
+    from ablate.scheduler.plan import load_study_of, report_cells, resolve_place
+    from ablate.tracking.client import Tracker
+
+    place = resolve_place(study_path, overrides, tracking_uri, None)
+    study = load_study_of(place, check_files=False)
+    tracker = Tracker(place.tracking_uri)
+    frame = load_cells(tracker, study.name, report_cells(tracker, study), history=False)
+    chosen = top_k(frame, k)
+    cache = Path(tempfile.mkdtemp(prefix="ablate-models-"))
+    folders = []
+    for _, cell in chosen.iterrows():
+        try:
+            folders.append(Path(tracker.client.download_artifacts(cell["mlflow_run_id"], "model", str(cache / cell["run_id"]))))
+        except Exception:  # noqa: BLE001 - no model artifact: the study did not save models
+            raise UserError(f"cell {cell['name']} ({cell['run_id']}) has no saved model: run the study with "
+                            "--set train.save_model=true (models are saved only on request)") from None
+    return folders

@@ -1,0 +1,112 @@
+"""Ensembles of finished cells: the members chosen by a dev metric only, their test predictions combined
+per character (a majority vote) or per entity (kept when more than half the members predict it).
+
+Pure functions over tag sequences: one model's predictions are a list of sentences, each a list of tags,
+all models aligned on the same sentences. Outputs are valid IOB2 and read the same under conlleval.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from ablate.errors import UserError
+from ablate.metrics import get_entities
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Predictions = list[list[str]]  # one model: per sentence, one tag per character
+
+
+def repair_bio(tags: list[str]) -> list[str]:
+    """An I-X that does not continue an entity of type X (after O, at the start, or after another type)
+    becomes B-X: the reading conlleval gives it anyway, made explicit so the files are valid IOB2."""
+    out: list[str] = []
+    prev = "O"
+    for tag in tags:
+        if tag.startswith("I-") and prev not in ("B-" + tag[2:], tag):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        prev = tag
+    return out
+
+
+def check_aligned(models: list[Predictions], names: list[str]) -> None:
+    """Raise UserError naming the model and sentence when sentence counts or sentence lengths differ."""
+    if len(names) != len(models):
+        raise ValueError(f"{len(models)} models but {len(names)} names")
+    if not models:
+        raise UserError("an ensemble needs at least one model")
+    first, ref = names[0], models[0]
+    for name, model in zip(names[1:], models[1:]):
+        if len(model) != len(ref):
+            raise UserError(f"ensemble: {name} has {len(model)} sentences, {first} has {len(ref)}")
+        for i, (sent, ref_sent) in enumerate(zip(model, ref)):
+            if len(sent) != len(ref_sent):
+                raise UserError(f"ensemble: {name}, sentence {i + 1}: {len(sent)} tags, "
+                                f"{first} has {len(ref_sent)}")
+
+
+def _check(models: list[Predictions]) -> None:
+    # zip() would silently truncate misaligned inputs; the caller with real names calls check_aligned first.
+    check_aligned(models, [f"model {i + 1}" for i in range(len(models))])
+
+
+def vote(models: list[Predictions]) -> Predictions:
+    """Per-character majority vote, ties broken by the order of `models` (the first, the best by dev, wins),
+    then repair_bio.
+
+    Each model's tags are repaired first, so an I-X that conlleval reads as opening an entity votes with
+    the B-X tags at that character rather than against them.
+    """
+    _check(models)
+    out: Predictions = []
+    for sents in zip(*models):
+        columns = zip(*(repair_bio(list(s)) for s in sents))
+        # Counter keeps first-seen order and max() returns the first maximum: the earliest model wins a tie.
+        out.append(repair_bio([max(Counter(col).items(), key=lambda kv: kv[1])[0] for col in columns]))
+    return out
+
+
+def entity_vote(models: list[Predictions]) -> Predictions:
+    """Entity-level vote: keep each (type, start, end) that more than half of the models predict, written
+    back as B-/I- tags with O elsewhere.
+
+    Kept entities never overlap: one model's chunks are disjoint, so no model votes for two overlapping
+    entities and their votes sum to at most len(models); both above half would sum to more.
+    """
+    _check(models)
+    n = len(models)
+    out: Predictions = []
+    for sents in zip(*models):
+        votes = Counter(e for s in sents for e in set(get_entities(list(s))))
+        tags = ["O"] * len(sents[0])
+        for type_, start, end in sorted(e for e, c in votes.items() if 2 * c > n):
+            assert all(t == "O" for t in tags[start:end + 1]), "kept entities overlap (see the docstring's proof)"
+            tags[start:end + 1] = [f"B-{type_}"] + [f"I-{type_}"] * (end - start)
+        out.append(tags)
+    return out
+
+
+METHODS = {"vote": vote, "entity": entity_vote}
+
+
+def top_k(cells: pd.DataFrame, k: int, by: str = "dev/macro_f1") -> pd.DataFrame:
+    """The k FINISHED cells with the highest `by`, best first, ties broken by run_id.
+
+    `by` must be a dev metric: choosing members by test would leak the test set into the ensemble.
+    Finished cells that did not log `by` cannot be ranked and are left out.
+    """
+    if not by.startswith("dev/"):
+        raise UserError(f"ensemble members are chosen by a dev metric, not {by!r} (selecting by test would leak)")
+    if by not in cells.columns:
+        dev = sorted(c for c in cells.columns if str(c).startswith("dev/"))
+        raise UserError(f"no metric {by!r} in the cells; dev metrics: {', '.join(dev) or 'none'}")
+    ranked = cells[(cells["status"] == "FINISHED") & cells[by].notna()]
+    if k < 1 or k > len(ranked):
+        missing = int((cells["status"] == "FINISHED").sum()) - len(ranked)
+        note = f" ({missing} more finished without {by})" if missing else ""
+        limit = f"k must be between 1 and {len(ranked)}" if len(ranked) else "nothing to choose from"
+        raise UserError(f"top_k: k={k}, but there are {len(ranked)} finished cells with {by}{note}; {limit}")
+    return ranked.sort_values([by, "run_id"], ascending=[False, True], kind="mergesort").head(k)
