@@ -77,10 +77,36 @@ def make_report(place, out: Path | None = None) -> Path:
                         "(run `ablate run` on the study first)")
     frame = load_cells(tracker, study.name, report_cells(tracker, study))
     out = Path(out or Path("reports") / study.name)
+    parent = tracker.parent_run(exp, study.name, study.description)
     page = build_report(study.name, study.description or "", frame, study.report, out,
-                        lambda run, split: read_predictions(tracker, run, split))
-    tracker.client.log_artifacts(tracker.parent_run(exp, study.name, study.description), str(out), "report")
+                        lambda run, split: read_predictions(tracker, run, split), _logged_ensembles(tracker, parent, frame))
+    tracker.client.log_artifacts(parent, str(out), "report")
     return page
+
+
+def _logged_ensembles(tracker: Tracker, parent: str, frame) -> list[dict]:
+    """The ensembles `ablate ensemble` logged on the parent run, with their and their best member's test predictions."""
+    import json
+    import tempfile
+
+    from ablate.data.readers import read_predictions as read_three
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(tracker.client.download_artifacts(parent, "ensemble", tmp))
+        except Exception:  # noqa: BLE001 - none logged
+            return []
+        for folder in sorted(p for p in local.iterdir() if (p / "scores.json").exists()):
+            scores = json.loads((folder / "scores.json").read_text(encoding="utf-8"))
+            pairs = {}
+            for f in sorted(folder.glob("test_*.conll")):
+                gold, pred = read_three(f)
+                pairs[f.stem[5:]] = [(list(g.tags), p) for g, p in zip(gold, pred)]
+            best = frame[frame["name"] == scores["members"][0]]
+            run = best["mlflow_run_id"].iloc[0] if len(best) else None
+            out.append({"scores": scores, "pairs": pairs, "best_pairs": read_predictions(tracker, run, "test") if run else {}})
+    return out
 
 
 def read_prediction_files(tracker: Tracker, mlflow_run_id: str, split: str) -> dict[str, tuple[list, list[list[str]]]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.spec.report import ReportSpec, TableSpec
+from ablate.report.ensemble import ensemble_table
 from ablate.report.figures import colour_map, default_figures, draw, figure_data
 from ablate.report.stats import TEST_NAME, NotComparable, compare_table
 from ablate.report.cells import STATUSES, axes_of, axis_text, groups, status_counts
@@ -112,7 +113,7 @@ def _pairs(cells: pd.DataFrame, spec: TableSpec) -> list[tuple[pd.DataFrame, Tab
 
 
 def build_report(study_name: str, description: str, cells: pd.DataFrame, report: ReportSpec, out_dir: Path,
-                 predictions: Callable[[str, str], Mapping] | None = None) -> Path:
+                 predictions: Callable[[str, str], Mapping] | None = None, ensembles: list[dict] | None = None) -> Path:
     """Write out_dir/README.md, out_dir/tables/<name>.md|.csv and out_dir/figures/<name>.png|.svg.
 
     cells: one row per planned cell (run_id, name, status, error, mlflow_run_id, axes, metrics, history);
@@ -138,6 +139,9 @@ def build_report(study_name: str, description: str, cells: pd.DataFrame, report:
                                                               report.bootstrap_seed, loaded))))
             except NotComparable as e:  # the study's grid was narrowed: say so, keep the rest of the report
                 blocks.append(f"*No significance test for {pair.name}: {e}.*\n")
+    ens = ensemble_table(ensembles or [], report.bootstrap_samples, report.bootstrap_seed)
+    if ens is not None:  # `ablate ensemble` logged some: a row each, against its best member
+        blocks.append(_table_block(save(ens)))
     details = [save(t) for t in (genre_table(cells, report.arms), type_table(cells, report.arms)) if t is not None]
 
     figs = [figure_data(cells, f) for f in (report.figures or default_figures(cells))]
