@@ -16,7 +16,7 @@ app = typer.Typer(
     help="Ablation studies for transformer token classification: a YAML study -> tracked runs -> a paper's tables.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # typer's --install-completion / --show-completion
 )
 data_app = typer.Typer(help="Read, check, describe, generate and fetch corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -35,6 +35,24 @@ class LossChoice(str, Enum):  # the values of spec.Loss
 class EnsembleChoice(str, Enum):  # the keys of report.ensemble.METHODS
     vote = "vote"
     entity = "entity"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"ablate {version('ablate')}")
+        except PackageNotFoundError:
+            from ablate import __version__
+
+            typer.echo(f"ablate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """Ablation studies for transformer token classification: a YAML study -> tracked runs -> a paper's tables."""
 
 
 def _print_json(obj) -> None:
@@ -131,8 +149,8 @@ def data_fetch(
 
 STUDY_ARG = typer.Argument(..., help="A study YAML, e.g. studies/quickstart.yaml.")
 SET_OPT = typer.Option(None, "--set", help="Override KEY=VALUE (dotted YAML path), e.g. --set train.epochs=2.")
-URI_OPT = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db).")
-STORAGE_OPT = typer.Option(None, "--storage", help="Queue storage: postgresql://USER@HOST/DB (many machines), or a journal "
+URI_OPT = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db).")
+STORAGE_OPT = typer.Option(None, "--storage", envvar="ABLATE_STORAGE", help="Queue storage: postgresql://USER@HOST/DB (many machines), or a journal "
                            "file path (default: beside the MLflow store; on a shared NFSv3+ filesystem for several machines).")
 HEARTBEAT_OPT = typer.Option(10.0, help="Seconds between a worker's heartbeats.")
 GRACE_OPT = typer.Option(60.0, help="Seconds without a heartbeat before a cell is re-queued.")

@@ -10,7 +10,6 @@ cells either: each appears once, recorded as `loss: ce`.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -47,7 +46,7 @@ def expand(study: StudySpec) -> list[RunSpec]:
             if "ce" in study.grid["loss"]:
                 continue  # the same CRF cell as under ce
             cell["loss"] = "ce"
-        train = copy.deepcopy(base)
+        train = dict(base)  # copied on write below: deep-copying every cell's settings cost ~2x in `ablate plan`
         unused = unused_groups(cell)
         for name, value in cell.items():
             if name in CELL_AXES:
@@ -58,6 +57,7 @@ def expand(study: StudySpec) -> list[RunSpec]:
                 continue
             node = train
             for part in outer:
+                node[part] = dict(node[part])
                 node = node[part]
             node[last] = value
         if any(cell[n] is None for n in names) or cell.get("head", "linear") != "linear":

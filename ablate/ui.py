@@ -96,7 +96,10 @@ def serve(tracking_uri: str | None, port: int, study: Path | None = None) -> int
 
         name = load_study(study).name
         exp = Tracker(uri).experiment_id(name, create=False)
-        url += f"/#/experiments/{exp}" if exp else ""
+        if exp:
+            from ablate.tracking.tags import runs_url
+
+            url = runs_url(url, exp)
     proc = start_server(uri, port)
     try:
         # `kill PID` of ablate alone must not leave the server running: exit through `finally`.

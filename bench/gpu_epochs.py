@@ -32,8 +32,10 @@ def main() -> None:
     from ablate.data.splits import split
     from ablate.data.tags import entity_types, label_list, repair_tags
     from ablate.losses import build_loss
-    from ablate.models import BackboneSpec, count_parameters, load_model, prepare_backbone
-    from ablate.trainer import LoopSettings, Split, train
+    from ablate.models import count_parameters, load_model, prepare_backbone
+    from ablate.models.heads import LinearHead
+    from ablate.spec import BackboneSpec, TrainSpec
+    from ablate.trainer import Split, train
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
@@ -62,9 +64,10 @@ def main() -> None:
                 w_tr, w_dv = encode(tr, tok, l2i, 256), encode(dv, tok, l2i, 256)
                 pad = padding_fraction(w_tr, batches(w_tr, args.batch_size, shuffle=True, seed=1))
                 lr = 1e-4 if ft == "lora" else 3e-5
-                s = LoopSettings(lr=lr, epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=64, precision="auto")
+                s = TrainSpec(lr=lr, epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=64, precision="auto")
+                head = LinearHead(build_loss("ce", len(labels), s))
                 t0 = time.perf_counter()
-                res = train(model, build_loss("ce", len(labels)), Split(w_tr, tr), Split(w_dv, dv), None, labels, s, device,
+                res = train(model, head, Split(w_tr, tr), Split(w_dv, dv), None, labels, s, device,
                             Path(tmp) / f"{name}-{ft}", pad_id=tok.pad_token_id)
                 wall = time.perf_counter() - t0
                 h = res.history[-1]

@@ -84,14 +84,14 @@ def _noop() -> None:
 
 # Imported lazily inside a cell (not by the fork server's PRELOAD), so every forked cell pays them again.
 LAZY = ("transformers.models.bert.modeling_bert",
-        "peft.tuners.lora", "ablate.trainer")
+        "peft.tuners.lora", "ablate.trainer", "ablate.models.heads")
 
 
 def lazy_imports() -> list[tuple[str, float]]:
     """Seconds to import each LAZY module in a fresh process that has already imported PRELOAD."""
     code = (
         "import importlib, json, time\n"
-        "from ablate.scheduler import PRELOAD\n"
+        "from ablate.scheduler.worker import PRELOAD\n"
         "[importlib.import_module(m) for m in PRELOAD]\n"
         "out = []\n"
         f"for m in {LAZY!r}:\n"
@@ -114,7 +114,7 @@ def breakdown(folder: Path, study: Path) -> list[tuple[str, float]]:
 
     import multiprocessing as mp
 
-    from ablate.scheduler import PRELOAD
+    from ablate.scheduler.worker import PRELOAD
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
@@ -134,11 +134,11 @@ def breakdown(folder: Path, study: Path) -> list[tuple[str, float]]:
         importlib.import_module(mod)
     mark("the same imports in this process (what a cold cell process would pay each time)")
 
+    from ablate.data.corpus import load_corpus
     from ablate.data.encode import encode_cached
-    from ablate.executor import _loss_settings, load_corpus, loop_settings, resolve_backbone
     from ablate.grid import expand
-    from ablate.losses import build_loss
-    from ablate.models import LoraSettings, load_model
+    from ablate.models.backbones import apply_lora, load_model, resolve_backbone
+    from ablate.models.heads import build_head
     from ablate.spec import load_study
     from ablate.tracking import Tracker
     from ablate.trainer import Split, train
@@ -152,12 +152,13 @@ def breakdown(folder: Path, study: Path) -> list[tuple[str, float]]:
     mark("load_study + expand")
     corpus = load_corpus(spec.data)
     mark("read + repair + split the corpus")
-    model_path = resolve_backbone(spec, corpus.train, cache)
+    chars = [s.chars for s in corpus.train]
+    model_path = resolve_backbone(spec.backbone_spec, chars, cache)
     mark("scratch backbone: build tokenizer + model, save (first cell of a study only)")
-    resolve_backbone(spec, corpus.train, cache)
+    resolve_backbone(spec.backbone_spec, chars, cache)
     mark("scratch backbone: cached (every later cell)")
-    model, tokenizer = load_model(model_path, corpus.labels, spec.finetune, LoraSettings())
-    mark("load_model (from the saved folder, fresh head)")
+    model, tokenizer = load_model(model_path, corpus.labels)
+    mark("load_model (from the saved folder, fresh classifier)")
     label2id = {t: i for i, t in enumerate(corpus.labels)}
     splits = [Split(encode_cached(s, tokenizer, label2id, spec.data.max_length, cache / "enc"), s)
               for s in (corpus.train, corpus.dev, corpus.test)]
@@ -165,10 +166,18 @@ def breakdown(folder: Path, study: Path) -> list[tuple[str, float]]:
     for s in (corpus.train, corpus.dev, corpus.test):
         encode_cached(s, tokenizer, label2id, spec.data.max_length, cache / "enc")
     mark("encode train/dev/test (cache hit)")
-    loss_fn = build_loss(spec.loss, len(corpus.labels), _loss_settings(spec, splits[0].windows, len(corpus.labels)))
+    counts = [0] * len(corpus.labels)  # training label counts, as ablate.executor.run_one counts them
+    for w in splits[0].windows:
+        for label in w.labels:
+            if label >= 0:
+                counts[label] += 1
+    model, head = build_head(spec.head, model, spec, corpus.labels, counts)  # before LoRA, as run_one
+    if spec.finetune == "lora":
+        model = apply_lora(model, spec.train.lora)
+    mark(f"build_head ({spec.head} + the cell's loss){' + LoRA adapters' if spec.finetune == 'lora' else ''}")
     start = time.perf_counter()
-    res = train(model, loss_fn, *splits, corpus.labels, loop_settings(spec), __import__("torch").device("cpu"),
-                folder / "bd-out")
+    res = train(model, head, *splits, corpus.labels, spec.train, __import__("torch").device("cpu"), folder / "bd-out",
+                pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     wall = time.perf_counter() - start
     training = sum(h["epoch_seconds"] for h in res.history)
     out.append(("trainer: the training epoch (epoch_seconds)", training))

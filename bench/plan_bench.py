@@ -87,7 +87,7 @@ out = []
 def mark(name):
     t.append((time.perf_counter(), time.process_time()))
     out.append((name, t[-1][0] - t[-2][0], t[-1][1] - t[-2][1]))
-import ablate.cli, ablate.scheduler, ablate.spec, ablate.grid; mark("import ablate.cli, spec, grid")
+import ablate.cli, ablate.scheduler.plan, ablate.spec, ablate.grid; mark("import ablate.cli, scheduler.plan, spec, grid")
 from ablate.spec import load_study
 from ablate.grid import expand, run_id, run_name, file_hashes
 study = load_study(sys.argv[1]); mark("load_study (YAML + validation)")
@@ -95,13 +95,13 @@ runs = expand(study); mark("grid.expand (10,000 RunSpecs)")
 hashes = file_hashes(study.data.resolved_files()); mark("data file hashes")
 ids = [run_id(r, hashes) for r in runs]; mark("run_id x 10,000")
 names = [run_name(r) for r in runs]; mark("run_name x 10,000")
-from ablate.store_read import read_status
+from ablate.tracking.store_read import read_status
 from ablate.tracking import default_tracking_uri
 status = read_status(default_tracking_uri(), study.name); mark(f"cell status from the store ({len(status)} cells stored)")
 rows = [{"run_id": i, "name": n, "status": "pending", **r.axes} for i, n, r in zip(ids, names, runs)]
 text = json.dumps({"cells": rows}, ensure_ascii=False, indent=2); mark("JSON of the cells")
 import mlflow.tracking; mark("(for comparison) import mlflow")
-from ablate.store_read import client_status
+from ablate.tracking.store_read import client_status
 from ablate.tracking import Tracker
 tracker = Tracker(default_tracking_uri()); mark("(for comparison) MlflowClient + sqlite store (schema check)")
 assert client_status(tracker, study.name).keys() == status.keys(); mark("(for comparison) the same status via search_runs")

@@ -48,7 +48,7 @@ def _drop_db(handle) -> None:
 
 
 def one_worker(url: str, n: int) -> dict:
-    from ablate.queue import CellQueue, Worker
+    from ablate.scheduler.queue import CellQueue, Worker
 
     q = CellQueue(url, f"bench{uuid.uuid4().hex[:6]}")
     t0 = time.perf_counter()
@@ -74,7 +74,7 @@ def one_worker(url: str, n: int) -> dict:
 
 
 def four_workers(url: str, n: int) -> dict:
-    from ablate.queue import CellQueue, Worker
+    from ablate.scheduler.queue import CellQueue, Worker
 
     name = f"bench{uuid.uuid4().hex[:6]}"
     CellQueue(url, name).enqueue([(f"cell{i:05d}", f"name{i}") for i in range(n)], finished=set())

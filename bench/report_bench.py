@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep the report here (default: a temp dir)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ablate.report.config import ReportSpec, TableSpec
+    from ablate.spec.report import ReportSpec, TableSpec
     from ablate.report.page import build_report
 
     cells, worst = synthetic_cells(), 0.0

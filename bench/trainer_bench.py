@@ -91,7 +91,8 @@ def train_subset(train: list, spec: BenchSpec) -> list:
 
 def build_backbone(shape: str, train: list, work: Path) -> str:
     """One scratch BERT folder (char tokenizer + random weights, seed 0) that every loop loads by path."""
-    from ablate.models import BackboneSpec, prepare_backbone
+    from ablate.models import prepare_backbone
+    from ablate.spec import BackboneSpec
 
     return prepare_backbone(BackboneSpec(scratch="bert", shape=shape), [s.chars for s in train], work / shape, seed=0)
 
@@ -114,19 +115,22 @@ def run_ablate(folder: str, labels: list[str], train: list, dev: list, spec: Ben
 
     from ablate.data.encode import batches, encode, padding_fraction
     from ablate.losses import build_loss
-    from ablate.trainer import LoopSettings, Split, train as ablate_train
+    from ablate.models.heads import LinearHead
+    from ablate.spec import TrainSpec
+    from ablate.trainer import Split, train as ablate_train
 
     model, tokenizer = fresh_model(folder, labels, seed)
     label2id = {t: i for i, t in enumerate(labels)}
     train_split = Split(encode(train, tokenizer, label2id, spec.max_length), train)
     dev_split = Split(encode(dev, tokenizer, label2id, spec.max_length), dev)
-    s = LoopSettings(
+    s = TrainSpec(
         lr=spec.lr, epochs=spec.epochs, seed=seed, batch_size=spec.batch_size, eval_batch_size=spec.eval_batch_size,
         warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay, max_grad_norm=spec.max_grad_norm,
         precision="fp32",
     )
     with tempfile.TemporaryDirectory(prefix="bench-ablate-") as tmp:
-        result = ablate_train(model, build_loss("ce", len(labels)), train_split, dev_split, None, labels, s,
+        head = LinearHead(build_loss("ce", len(labels), s))
+        result = ablate_train(model, head, train_split, dev_split, None, labels, s,
                               torch.device("cpu"), Path(tmp), pad_id=tokenizer.pad_token_id)
     # The same batches the loop drew (it seeds each epoch with seed * 1000 + epoch).
     real = padded = 0

@@ -266,3 +266,22 @@ def test_a_store_interrupted_while_being_created_is_not_left_half_made(tmp_path,
     monkeypatch.setattr(db_utils, "_upgrade_db", real)
     tracker = Tracker(uri)
     assert tracker.experiment_id("s") is not None
+
+
+def test_cells_carry_mlflow_own_source_tags_and_the_experiment_its_kind(tmp_path):
+    import getpass
+    import subprocess
+    from pathlib import Path
+
+    from ablate.tracking.tags import runs_url
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracker.experiment_id("s")
+    mid = tracker.start_cell(exp, tracker.parent_run(exp, "s"), "s", "abc", "cell", {"lr": "0.1"}, 1)
+    tags = tracker.client.get_run(mid).data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    if head.returncode == 0:  # a checkout (CI clones one); a tarball has no commit to tag
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    assert tags["mlflow.user"] == getpass.getuser() and tags["mlflow.source.name"] == "ablate"
+    assert tracker.client.get_experiment(exp).tags["mlflow.experimentKind"] == "finetuning"
+    assert runs_url("http://127.0.0.1:5000", exp).endswith(f"#/experiments/{exp}/runs?workflowType=machine_learning")

@@ -43,9 +43,12 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+_LONGEST_FIRST = sorted(METHODS, key=len, reverse=True)
+
+
 def group_of(axis: str) -> str | None:
     """The settings group an axis belongs to (`lora.r` -> `lora`), or None for a setting every cell uses."""
-    return next((g for g in sorted(METHODS, key=len, reverse=True) if axis == g or axis.startswith(g + ".")), None)
+    return next((g for g in _LONGEST_FIRST if axis == g or axis.startswith(g + ".")), None)
 
 
 def unused_groups(cell: Mapping[str, Any]) -> set[str]:

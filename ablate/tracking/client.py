@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablate.errors import UserError
-from ablate.tracking.tags import ATTEMPT, PARENT_TAG, ROLE, RUN_ID, STUDY, final_tags, representative
+from ablate.tracking.tags import ATTEMPT, EXPERIMENT_KIND, PARENT_TAG, ROLE, RUN_ID, STUDY, final_tags, representative
 from ablate.tracking.uri import _bad_uri, _sqlite_problem, _store_error, driver_url, local_store_dir, probe_server, sqlite_file
 
 HISTORY_KEYS = ("train/loss", "dev/f1", "dev/macro_f1", "epoch_seconds")
@@ -31,6 +31,30 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        return str(os.getuid())
+
+
+def source_tags(cwd: Path | None = None) -> dict[str, str]:
+    """MLflow's own source tags (the UI shows them): the commit (full hash), the repository URL, user, entry point."""
+    tags = {"mlflow.user": _user(), "mlflow.source.name": "ablate", "mlflow.source.type": "LOCAL"}
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, timeout=5)
+        url = subprocess.run(["git", "remote", "get-url", "origin"], capture_output=True, text=True, cwd=cwd, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return tags
+    if sha.returncode == 0:
+        tags["mlflow.source.git.commit"] = sha.stdout.strip()
+    if url.returncode == 0 and url.stdout.strip():
+        tags["mlflow.source.git.repoURL"] = url.stdout.strip()
+    return tags
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -121,7 +145,8 @@ class Tracker:
         store = local_store_dir(self.uri)
         location = (store.resolve() / "artifacts" / study).as_uri() if store else None
         try:
-            return self.client.create_experiment(study, artifact_location=location)
+            # "finetuning": MLflow 3's UI then opens the experiment's runs, not its GenAI (traces) view
+            return self.client.create_experiment(study, artifact_location=location, tags={EXPERIMENT_KIND: "finetuning"})
         except Exception:  # another worker created it first
             exp = self._call(self.client.get_experiment_by_name, study)
             if exp is None:
@@ -153,7 +178,7 @@ class Tracker:
         tags = {
             ROLE: "cell", STUDY: study, RUN_ID: run_id, ATTEMPT: str(attempt), PARENT_TAG: parent_id,
             "ablate.git_commit": git_commit(), "ablate.host": socket.gethostname(), "ablate.pid": str(os.getpid()),
-            "ablate.python": platform.python_version(), **_versions(), **(extra_tags or {}),
+            "ablate.python": platform.python_version(), **_versions(), **source_tags(), **(extra_tags or {}),
         }
         run = self.client.create_run(experiment_id, tags=tags, run_name=name)
         mid = run.info.run_id

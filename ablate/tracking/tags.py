@@ -11,6 +11,12 @@ FINAL_TAG = "ablate.final"  # the final metrics as JSON, split over ablate.final
 TAG_LIMIT = 8000  # MLflow's limit on a tag value (MAX_TAG_VAL_LENGTH); longer values are cut
 SEARCH_TAG, PRUNED_TAG, AXES_TAG, ORIGIN_TAG = "ablate.search", "ablate.pruned", "ablate.axes", "ablate.origin"
 ERROR_TAG, WORKER_TAG = "ablate.error", "ablate.worker"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """The UI page of an experiment's runs in MLflow 3's model-training view (not its GenAI traces view)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def representative(attempts: Iterable[tuple[str | None, str, Any]]) -> dict[str, dict[str, Any]]:
