@@ -198,3 +198,16 @@ def format_scores(result: GenreScores) -> str:
             f"precision: {_pct(m.precision)}; recall: {_pct(m.recall)}; FB1: {100 * m.f1:6.2f}"
         )
     return out
+
+
+def as_iob2(tags: list[str]) -> list[str]:
+    """An I-X that does not continue an entity of type X (after O, at the start, or after another type)
+    becomes B-X: the reading conlleval gives it anyway, made explicit so the files are valid IOB2."""
+    out: list[str] = []
+    prev = "O"
+    for tag in tags:
+        if tag.startswith("I-") and prev not in ("B-" + tag[2:], tag):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        prev = tag
+    return out

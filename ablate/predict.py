@@ -17,25 +17,47 @@ from ablate.errors import DataError, UserError
 from ablate.spec.schema import JSONL_SUFFIXES
 
 
+_TAG_LIKE = ("O", "B-", "I-", "E-", "S-", "M-", "B_", "I_", "E_", "S_", "M_", "L-", "U-")
+
+
+def _is_conll(lines: list[str]) -> bool:
+    """A character per line, sentences apart by blank lines or a tag in column 2; else text, a sentence a line."""
+    rows = [ln.split() for ln in lines if ln.strip()]
+    if not rows or any(len(r[0]) != 1 or len(r) > 3 for r in rows):
+        return False
+    tagged = all(len(r) >= 2 and r[1].startswith(_TAG_LIKE) for r in rows)
+    inner_blank = any(not ln.strip() for ln in lines[: max(i for i, ln in enumerate(lines) if ln.strip())])
+    return tagged or (inner_blank and all(len(r) == 1 for r in rows))
+
+
 def read_input(arg: str) -> list[Sentence]:
-    """FILE[:GENRE] -> sentences with placeholder tags (`O`); the genre defaults to the file's stem."""
-    from ablate.data.readers import _read_text, read_columns, read_jsonl
+    """FILE[:GENRE] -> sentences with placeholder tags (`O`). The genre: the one named, else a jsonl record's own,
+    else the file's stem."""
+    import json
+
+    from ablate.data.readers import _read_text, read_columns
     from ablate.data.stats import parse_source
 
-    path, genre = parse_source(arg)
-    genre = genre or path.stem.lower()
-    if path.suffix.lower() in JSONL_SUFFIXES:
-        return [Sentence(s.id, genre if ":" in arg else s.genre, s.chars, ("O",) * len(s.chars), s.line)
-                for s in read_jsonl(path)]
+    path, named = parse_source(arg)
     text = _read_text(path)
+    if path.suffix.lower() in JSONL_SUFFIXES:  # ROCLING records; labels, if any, are ignored
+        out = []
+        for n, raw in enumerate(text.split("\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                chars = rec["character"] if "character" in rec else list(rec["text"])
+            except (ValueError, KeyError, TypeError):
+                raise DataError(f"{path}:{n}: expected a JSON record with `character` (a list) or `text`") from None
+            genre = named or str(rec.get("genre") or path.stem).lower()
+            out.append(Sentence(f"{path.stem}-{n:05d}", genre, tuple(chars), ("O",) * len(chars), n))
+        return out
+    genre = named or path.stem.lower()
     lines = [ln.rstrip("\r") for ln in text.split("\n")]
-    firsts = [ln.split()[0] for ln in lines if ln.strip()]
-    if all(len(f) == 1 for f in firsts):  # CoNLL: one character per line, maybe a tag after it
+    if _is_conll(lines):
         ncols = max(len(ln.split()) for ln in lines if ln.strip())
-        try:
-            blocks = read_columns(path, ncols)
-        except DataError as e:
-            raise DataError([f"{p} (read as CoNLL: a character per line, then its tag)" for p in e.problems]) from None
+        blocks = read_columns(path, ncols)
         return [Sentence(f"{path.stem}-{k:05d}", genre, tuple(r[0] for r in rows), ("O",) * len(rows), start)
                 for k, (start, rows) in enumerate(blocks)]
     out = []

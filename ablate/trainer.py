@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from ablate.data.encode import Window, batches, collate, stitch
 from ablate.data.readers import Sentence, write_conll
-from ablate.metrics import GenreScores, score, score_genres, score_json
+from ablate.metrics import GenreScores, as_iob2, score, score_genres, score_json
 from ablate.results import RunResult
 from ablate.spec.schema import TrainSpec
 
@@ -88,7 +88,10 @@ def predict(model, head, split: Split, id2label: Sequence[str], device, batch_si
             for i, row in zip(idxs, head.decode(out, b).tolist()):
                 outputs[i] = row
     ids = stitch(split.windows, outputs, [len(s) for s in split.sentences])
-    return [[id2label[i] for i in row] for row in ids]
+    rows = [[id2label[i] for i in row] for row in ids]
+    # A BIO-constrained head decodes each window; a window that opens mid-entity (I-X) may meet an O at the
+    # stitch: written as B-X (conlleval's own reading, so the scores are unchanged) to keep the files valid.
+    return [as_iob2(r) for r in rows] if getattr(head, "valid_bio", False) else rows
 
 
 def evaluate(sentences: list[Sentence], pred: list[list[str]], prefix: str) -> tuple[dict[str, float], GenreScores]:

@@ -162,7 +162,8 @@ def padding_fraction(windows: Sequence[Window], batches: Sequence[Sequence[int]]
 
 def collate(windows: Sequence[Window], idxs: Sequence[int], pad_id: int) -> dict[str, Any]:
     """Right-padded tensors: input_ids (pad_id), attention_mask, labels (IGNORE_INDEX), and predict_mask (True at
-    the positions this window predicts: `heads`, the first sub-token of each character it owns)."""
+    the positions this window predicts: `heads`, the first sub-token of each character it owns), and free_start
+    (per window: its predictions begin mid-sentence, where a CRF may open with I-X)."""
     import torch
 
     rows = [windows[i] for i in idxs]
@@ -171,13 +172,16 @@ def collate(windows: Sequence[Window], idxs: Sequence[int], pad_id: int) -> dict
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     predict_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    # A window whose first predicted character is not its sentence's first starts mid-sentence (maybe mid-entity).
+    free_start = torch.tensor([bool(w.heads) and (w.word_ids[w.heads[0]] or 0) > 0 for w in rows], dtype=torch.bool)
     for r, w in enumerate(rows):
         n = len(w.input_ids)
         input_ids[r, :n] = torch.tensor(w.input_ids)
         labels[r, :n] = torch.tensor(w.labels)
         mask[r, :n] = 1
         predict_mask[r, list(w.heads)] = True
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "predict_mask": predict_mask}
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "predict_mask": predict_mask,
+            "free_start": free_start}
 
 
 def encode_cached(

@@ -112,17 +112,21 @@ class CRF(torch.nn.Module):
         for name, penalty in zip(("start_penalty", "trans_penalty", "end_penalty"), _penalties(num_tags, constraints)):
             self.register_buffer(name, penalty, persistent=False)
 
-    def _scores(self) -> tuple[Tensor, Tensor, Tensor]:
-        return (self.start_transitions.float() + self.start_penalty, self.transitions.float() + self.trans_penalty,
-                self.end_transitions.float() + self.end_penalty)
+    def _scores(self, free_start: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(start, trans, end) scores with the constraints; `free_start` (B,) rows begin mid-sentence (a window
+        after the first), where I-X may open the chain: their start is (B, L) without the start penalty."""
+        start = self.start_transitions.float() + self.start_penalty
+        if free_start is not None:
+            start = torch.where(free_start[:, None], self.start_transitions.float(), start)
+        return start, self.transitions.float() + self.trans_penalty, self.end_transitions.float() + self.end_penalty
 
-    def nll(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+    def nll(self, emissions: Tensor, tags: Tensor, mask: Tensor, free_start: Tensor | None = None) -> Tensor:
         """Negative log-likelihood per sequence (B,), fp32; a row with no True position has nll 0."""
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             order, compact, lengths = _compact(mask.bool())
             em = _gather(emissions, order)  # (B, T', L)
             gold = torch.where(compact, tags.gather(1, order), 0)  # masked-out tags (e.g. -100) -> 0
-            start, trans, end = self._scores()
+            start, trans, end = self._scores(free_start)
             return torch.where(lengths > 0, self._log_partition(em, compact, start, trans, end)
                                - self._gold_score(em, gold, compact, lengths, start, trans, end), 0.0)
 
@@ -132,7 +136,8 @@ class CRF(torch.nn.Module):
         emitted = em.gather(2, gold[:, :, None]).squeeze(2).masked_fill(~compact, 0.0).sum(dim=1)
         moved = trans[gold[:, :-1], gold[:, 1:]].masked_fill(~compact[:, 1:], 0.0).sum(dim=1)
         last = gold.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-        return start[gold[:, 0]] + emitted + moved + end[last]
+        first = start.gather(-1, gold[:, 0:1]).squeeze(-1) if start.dim() == 2 else start[gold[:, 0]]
+        return first + emitted + moved + end[last]
 
     @staticmethod
     def _log_partition(em: Tensor, compact: Tensor, start: Tensor, trans: Tensor, end: Tensor) -> Tensor:
@@ -143,20 +148,35 @@ class CRF(torch.nn.Module):
         return torch.logsumexp(alpha + end, dim=1)
 
     @torch.no_grad()
-    def decode(self, emissions: Tensor, mask: Tensor) -> Tensor:
+    def decode(self, emissions: Tensor, mask: Tensor, free_start: Tensor | None = None) -> Tensor:
         """Viterbi: best tag ids (B, T) at the True positions of mask, 0 elsewhere."""
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             order, compact, _ = _compact(mask.bool())
-            path = _viterbi(_gather(emissions, order), compact, *self._scores())
+            path = _viterbi(_gather(emissions, order), compact, *self._scores(free_start))
             return _scatter(path, order, compact, emissions.shape[1])
 
 
 @torch.no_grad()
-def constrained_decode(emissions: Tensor, mask: Tensor, constraints: Constraints) -> Tensor:
+def repair_gold(tags: Tensor, mask: Tensor, constraints: Constraints, begin: Tensor, free_start: Tensor | None = None) -> Tensor:
+    """Gold tags with every I-X the constraints forbid (after O or another type, or opening a sentence) read as B-X,
+    as conlleval reads it: real corpora carry a few such tags, and an impossible gold path has no likelihood.
+    `begin` (L,) maps each tag id to its B- id (itself for others)."""
+    order, compact, _ = _compact(mask.bool())
+    gold = torch.where(compact, tags.gather(1, order), 0)
+    start, trans, _ = (c.to(tags.device) for c in constraints)
+    ok_first = start[gold[:, 0]] | (free_start if free_start is not None else False)
+    ok = torch.cat([ok_first[:, None], trans[gold[:, :-1], gold[:, 1:]]], dim=1) | ~compact
+    fixed = torch.where(ok, gold, begin.to(tags.device)[gold])  # one pass: B-X makes the next I-X valid again
+    return tags.scatter(1, order, torch.where(compact, fixed, tags.gather(1, order)))
+
+
+def constrained_decode(emissions: Tensor, mask: Tensor, constraints: Constraints, free_start: Tensor | None = None) -> Tensor:
     """BIO-constrained decoding for a head trained without a CRF: Viterbi over log_softmax(emissions),
     zero transition scores, forbidden transitions impossible. Same shapes as `CRF.decode`."""
     with torch.autocast(device_type=emissions.device.type, enabled=False):
         order, compact, _ = _compact(mask.bool())
         em = torch.log_softmax(_gather(emissions, order), dim=-1)
         start, trans, end = (p.to(emissions.device) for p in _penalties(emissions.shape[-1], constraints))
+        if free_start is not None:
+            start = torch.where(free_start[:, None], 0.0, start)
         return _scatter(_viterbi(em, compact, start, trans, end), order, compact, emissions.shape[1])

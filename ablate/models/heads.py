@@ -6,7 +6,9 @@ predict_mask). `HEADS` names each head; `build_head` composes one for a cell and
 
 - `linear`: the model's classifier gives the emissions; cross-entropy or focal loss per token; argmax, or
   Viterbi under BIO's constraints with `train.decode: constrained`.
-- `crf`: the same emissions into a linear-chain CRF (sequence NLL, Viterbi), BIO constraints always on.
+- `crf`: the same emissions into a linear-chain CRF (sequence NLL, Viterbi), BIO constraints always on; a window
+  that starts mid-sentence may open with I-X (the entity began in the window before), and a gold I-X that BIO
+  forbids (the corpus's own noise) is read as B-X, as conlleval reads it.
 - `bilstm-crf`: the encoder's output through a bidirectional LSTM and a new emission layer, then the CRF
   (the organisers' BERT-BiLSTM-CRF baseline); the model's classifier becomes the identity.
 
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from ablate.losses import build_loss
-from ablate.models.crf import CRF, allowed_transitions, constrained_decode
+from ablate.models.crf import CRF, allowed_transitions, constrained_decode, repair_gold
 from ablate.spec.schema import IGNORE_INDEX
 
 
@@ -47,6 +49,7 @@ class LinearHead(nn.Module):
     def __init__(self, loss_fn: nn.Module, constraints=None):
         super().__init__()
         self.loss_fn, self.constraints, self.lr_scale = loss_fn, constraints, {}
+        self.valid_bio = constraints is not None  # predictions are repaired to IOB2 after stitching
 
     def loss(self, output, batch: dict) -> torch.Tensor:
         return self.loss_fn(output.logits.float(), batch["labels"])  # (batch, seq, labels) -> scalar, fp32
@@ -54,12 +57,32 @@ class LinearHead(nn.Module):
     def decode(self, output, batch: dict) -> torch.Tensor:
         if self.constraints is None:
             return output.logits.argmax(-1)
-        return constrained_decode(output.logits, batch["predict_mask"], self.constraints)
+        return constrained_decode(output.logits, batch["predict_mask"], self.constraints, batch.get("free_start"))
 
 
-def _crf_loss(crf: CRF, emissions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    mask = labels != IGNORE_INDEX
-    return crf.nll(emissions, labels, mask).sum() / mask.sum().clamp(min=1)
+def _begin_ids(labels: Sequence[str]) -> torch.Tensor:
+    """Each tag id -> the id of its B- tag (I-X -> B-X; others themselves)."""
+    index = {t: i for i, t in enumerate(labels)}
+    return torch.tensor([index.get("B" + t[1:], i) if t[:1] == "I" and t[1:2] in "-_" else i for i, t in enumerate(labels)])
+
+
+class _CRFLoss(nn.Module):
+    """The CRF, its constraints, and the loss: summed sequence NLL over the labelled positions' count."""
+
+    def __init__(self, labels: Sequence[str]):
+        super().__init__()
+        self.constraints = allowed_transitions(list(labels))
+        self.crf = CRF(len(labels), self.constraints)
+        self.register_buffer("begin", _begin_ids(labels), persistent=False)
+
+    def loss(self, emissions: torch.Tensor, batch: dict) -> torch.Tensor:
+        labels, free = batch["labels"], batch.get("free_start")
+        mask = labels != IGNORE_INDEX
+        gold = repair_gold(labels, mask, self.constraints, self.begin, free)  # I-X opening an entity: as B-X
+        return self.crf.nll(emissions, gold, mask, free).sum() / mask.sum().clamp(min=1)
+
+    def decode(self, emissions: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self.crf.decode(emissions, batch["predict_mask"], batch.get("free_start"))
 
 
 class CRFHead(nn.Module):
@@ -67,14 +90,14 @@ class CRFHead(nn.Module):
 
     def __init__(self, labels: Sequence[str], lr_multiplier: float):
         super().__init__()
-        self.crf = CRF(len(labels), allowed_transitions(list(labels)))
-        self.lr_scale = {"crf.": lr_multiplier}
+        self.chain = _CRFLoss(labels)
+        self.lr_scale, self.valid_bio = {"chain.crf.": lr_multiplier}, True
 
     def loss(self, output, batch: dict) -> torch.Tensor:
-        return _crf_loss(self.crf, output.logits, batch["labels"])
+        return self.chain.loss(output.logits, batch)
 
     def decode(self, output, batch: dict) -> torch.Tensor:
-        return self.crf.decode(output.logits, batch["predict_mask"])
+        return self.chain.decode(output.logits, batch)
 
 
 class BiLSTMCRFHead(nn.Module):
@@ -90,8 +113,8 @@ class BiLSTMCRFHead(nn.Module):
                             dropout=lstm.dropout if lstm.layers > 1 else 0.0)
         self.dropout = nn.Dropout(lstm.dropout)
         self.emissions = nn.Linear(2 * lstm.hidden, len(labels))
-        self.crf = CRF(len(labels), allowed_transitions(list(labels)))
-        self.lr_scale = {"crf.": lr_multiplier}
+        self.chain = _CRFLoss(labels)
+        self.lr_scale, self.valid_bio = {"chain.crf.": lr_multiplier}, True
 
     def _emissions(self, output, batch: dict) -> torch.Tensor:
         x = output.logits  # (batch, seq, hidden): the encoder output after the model's dropout
@@ -103,10 +126,10 @@ class BiLSTMCRFHead(nn.Module):
         return self.emissions(self.dropout(out))  # (batch, seq, labels)
 
     def loss(self, output, batch: dict) -> torch.Tensor:
-        return _crf_loss(self.crf, self._emissions(output, batch), batch["labels"])
+        return self.chain.loss(self._emissions(output, batch), batch)
 
     def decode(self, output, batch: dict) -> torch.Tensor:
-        return self.crf.decode(self._emissions(output, batch), batch["predict_mask"])
+        return self.chain.decode(self._emissions(output, batch), batch)
 
 
 def _linear(model, spec, labels: Sequence[str], label_counts: Sequence[int]):

@@ -28,12 +28,12 @@ def save_cell_model(folder: Path, model, tokenizer, head, spec, labels: list[str
         model.save_pretrained(str(folder / "adapter"))  # the adapter and the trained emission layer
     if not lora or spec.train.save_model == "merged":
         plain = model.merge_and_unload() if lora else model
-        plain.config.ablate_head = spec.head
+        plain.config.ablate_head, plain.config.ablate_decode = spec.head, spec.train.decode
         plain.config.ablate_max_length = spec.data.max_length
         plain.save_pretrained(str(folder))
     else:  # adapter only: the folder still names its labels and head, for `ablate predict`
         cfg = model.base_model.model.config if hasattr(model, "base_model") else model.config
-        cfg.ablate_head, cfg.ablate_max_length = spec.head, spec.data.max_length
+        cfg.ablate_head, cfg.ablate_decode, cfg.ablate_max_length = spec.head, spec.train.decode, spec.data.max_length
         cfg.save_pretrained(str(folder / "adapter"))
     tokenizer.model_max_length = spec.data.max_length  # windows of this many sub-tokens, as in training
     tokenizer.save_pretrained(str(folder))
@@ -51,10 +51,11 @@ def model_card(spec, labels: list[str], card: dict[str, Any]) -> str:
     scores = [f"| {k} | {100 * v:.2f} |" for k, v in sorted(final.items())
               if k.startswith(("dev/", "test/")) and "/type/" not in k and "f1" in k]
     files = [f"| {role} | `{name}` | `{sha}` |" for role, name, sha in card.get("data", [])]
-    plain = spec.head == "linear" and (spec.finetune == "full" or spec.train.save_model == "merged")
+    plain = spec.head == "linear" and spec.train.decode == "argmax" and (spec.finetune == "full" or spec.train.save_model == "merged")
     load = (["```python", "from transformers import pipeline", f'tagger = pipeline("token-classification", model="PATH")',
              "```"] if plain else
             ["This model needs ablate to run " + (f"its `{spec.head}` head (CRF decoding)" if spec.head != "linear"
+                                                 else "its BIO-constrained decoding" if spec.train.decode != "argmax"
                                                  else "(a LoRA adapter: `adapter/` with peft on its base)") + ":",
              "```", "ablate predict PATH input.txt:ft --out predictions/", "```"])
     data = ModelCardData(library_name="transformers", pipeline_tag="token-classification", tags=["ablate", "ner"])
@@ -97,10 +98,15 @@ def load_saved(folder: Path, device=None):
     else:
         from peft import PeftConfig, PeftModel
 
+        import torch
+
         base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
-        model = PeftModel.from_pretrained(AutoModelForTokenClassification.from_pretrained(
+        plain = AutoModelForTokenClassification.from_pretrained(
             base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={t: i for i, t in enumerate(labels)},
-            ignore_mismatched_sizes=True), str(adapter))
+            ignore_mismatched_sizes=True)
+        if head_name == "bilstm-crf":  # as in training: the LSTM head reads the encoder output itself
+            plain.classifier = torch.nn.Identity()
+        model = PeftModel.from_pretrained(plain, str(adapter))
     head = _saved_head(folder, head_name, model, config, labels)
     max_length = int(getattr(config, "ablate_max_length", 0) or min(tokenizer.model_max_length, 512))
     return model, head, tokenizer, labels, max_length
@@ -110,11 +116,13 @@ def _saved_head(folder: Path, name: str, model, config, labels: list[str]):
     import torch
 
     from ablate.losses import CrossEntropyLoss
+    from ablate.models.crf import allowed_transitions
     from ablate.models.heads import BiLSTMCRFHead, CRFHead, LinearHead
     from ablate.spec.schema import LstmSpec
 
     if name == "linear":
-        return LinearHead(CrossEntropyLoss())
+        constrained = getattr(config, "ablate_decode", "argmax") == "constrained"
+        return LinearHead(CrossEntropyLoss(), allowed_transitions(labels) if constrained else None)
     state = torch.load(folder / HEAD_FILE, map_location="cpu")
     if name == "crf":
         head = CRFHead(labels, 1.0)
@@ -122,6 +130,7 @@ def _saved_head(folder: Path, name: str, model, config, labels: list[str]):
         weight = state["lstm.weight_ih_l0"]  # (4 * hidden, input): the LSTM's size, read back from its weights
         layers = sum(1 for k in state if k.startswith("lstm.weight_ih_l") and not k.endswith("_reverse"))
         head = BiLSTMCRFHead(weight.shape[1], labels, LstmSpec(hidden=weight.shape[0] // 4, layers=layers), 1.0)
-        model.classifier = torch.nn.Identity()
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner.classifier = torch.nn.Identity()
     head.load_state_dict(state, strict=False)  # focal alpha etc. of a linear head: not needed to predict
     return head

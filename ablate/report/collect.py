@@ -103,7 +103,10 @@ def _logged_ensembles(tracker: Tracker, parent: str, frame) -> list[dict]:
             for f in sorted(folder.glob("test_*.conll")):
                 gold, pred = read_three(f)
                 pairs[f.stem[5:]] = [(list(g.tags), p) for g, p in zip(gold, pred)]
-            best = frame[frame["name"] == scores["members"][0]]
+            if scores.get("run_ids"):
+                best = frame[frame["run_id"] == scores["run_ids"][0]]
+            else:
+                best = frame[frame["name"] == scores["members"][0]]
             run = best["mlflow_run_id"].iloc[0] if len(best) else None
             out.append({"scores": scores, "pairs": pairs, "best_pairs": read_predictions(tracker, run, "test") if run else {}})
     return out
@@ -155,7 +158,11 @@ def make_ensemble(place, k: int, method: str, by: str = "dev/macro_f1", out: Pat
     genres = sorted(files[0])
     if any(sorted(f) != genres for f in files):
         raise UserError(f"the members' test genres differ: {', '.join(f'{n}: {sorted(f)}' for n, f in zip(members, files))}")
-    folder = Path(out or Path("reports") / study.name / "ensemble" / f"{method}-top{k}")
+    suffix = "" if by == "dev/macro_f1" else "-by-" + by.replace("/", "_")
+    folder = Path(out or Path("reports") / study.name / "ensemble" / f"{method}-top{k}{suffix}")
+    if folder.exists() and (not folder.is_dir() or any(not (f.name == "scores.json" or f.name.startswith("test_"))
+                                                        for f in folder.iterdir())):
+        raise UserError(f"--out {folder}: exists and holds files that are not an ensemble's; name a new folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     pairs = {}
@@ -169,7 +176,8 @@ def make_ensemble(place, k: int, method: str, by: str = "dev/macro_f1", out: Pat
             write_conll(gold, tmp / f"test_{g}.conll", tags=[[f"{t} {p}" for t, p in zip(s.tags, row)] for s, row in zip(gold, tags)])
             pairs[g] = ([list(s.tags) for s in gold], tags)
         scores = score_genres(pairs)
-        (tmp / "scores.json").write_text(json.dumps({"members": members, "by": by, "method": method, "k": k,
+        (tmp / "scores.json").write_text(json.dumps({"members": members, "run_ids": list(chosen["run_id"]),
+                                                     "by": by, "method": method, "k": k,
                                                      "macro_f1": scores.macro.f1,
                                                      "genres": {g: score_json(s) for g, s in scores.genres.items()}},
                                                     indent=2, ensure_ascii=False), encoding="utf-8")

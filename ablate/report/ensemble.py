@@ -11,25 +11,13 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from ablate.errors import UserError
+from ablate.metrics import as_iob2 as repair_bio  # noqa: F401 - the repair the votes apply
 from ablate.metrics import get_entities
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Predictions = list[list[str]]  # one model: per sentence, one tag per character
-
-
-def repair_bio(tags: list[str]) -> list[str]:
-    """An I-X that does not continue an entity of type X (after O, at the start, or after another type)
-    becomes B-X: the reading conlleval gives it anyway, made explicit so the files are valid IOB2."""
-    out: list[str] = []
-    prev = "O"
-    for tag in tags:
-        if tag.startswith("I-") and prev not in ("B-" + tag[2:], tag):
-            tag = "B-" + tag[2:]
-        out.append(tag)
-        prev = tag
-    return out
 
 
 def check_aligned(models: list[Predictions], names: list[str]) -> None:
@@ -132,7 +120,8 @@ def ensemble_table(ensembles: list[dict], samples: int = 1000, seed: int = 0):
         sc = e["scores"]
         r = paired_bootstrap(e["best_pairs"], e["pairs"], samples, seed) if e.get("best_pairs") else None
         pct = (lambda x, sign="": "–" if x is None or math.isnan(x) else f"{100 * x:{sign}.2f}")
-        nums.append({"ensemble": f"{sc['method']}-top{sc['k']}", "members": " ".join(sc["members"]), "by": sc["by"],
+        name = f"{sc['method']}-top{sc['k']}" + ("" if sc["by"] == "dev/macro_f1" else f" by {sc['by']}")
+        nums.append({"ensemble": name, "members": " ".join(sc["members"]), "by": sc["by"],
                      "test/macro_f1": sc["macro_f1"], "best member test/macro_f1": r.a if r else math.nan,
                      "delta": r.delta if r else math.nan, "p": r.p_value if r else math.nan})
         disp.append({"Ensemble": nums[-1]["ensemble"], "Members (best first)": ", ".join(sc["members"]),

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-WAIT, DONE = "wait", "done"
+WAIT, DONE, AGAIN = "wait", "done", "again"  # again: nothing run, ask for the next one at once
 
 
 @dataclass
@@ -55,12 +55,12 @@ class GridSweep:
                 self.log(f"[{self.worker}] {why}")
                 self.queue.finish(claim.trial_id, None, why)
                 self.counts["failed"] += 1
-                return WAIT
+                return AGAIN
             prior = cell_runs(self.tracker, self.exp, claim.run_id)
             if any(r.info.status == "FINISHED" for r in prior):
                 self.queue.skip(claim.trial_id, "already FINISHED in MLflow")
                 self.counts["skipped"] += 1
-                return WAIT
+                return AGAIN
         except KeyboardInterrupt:
             self.queue.release(claim.trial_id, f"interrupted on {self.worker}")
             raise
@@ -119,7 +119,7 @@ class SearchSweep:
             if ahead >= search.n_trials:  # another worker asked at the same moment and took the last place
                 queue.note(trial._trial_id, UNCOUNTED, "surplus")
                 self.ostudy.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                return WAIT
+                return AGAIN
             self.ostudy.sampler = make_sampler(search, trial.number)
             try:
                 params = suggest(trial, self.study)
@@ -128,7 +128,7 @@ class SearchSweep:
                 queue.note(trial._trial_id, ERROR, f"cannot build this trial's cell: {type(e).__name__}: {e}"[-2000:])
                 self.ostudy.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 self.counts["failed"] += 1
-                return WAIT
+                return AGAIN
             origin = int(trial.user_attrs.get(ORIGIN, trial.number))
             rid = trial_run_id(run_id(spec, self.hashes), origin)
             name = f"{run_name(spec)}-t{origin}"
@@ -142,7 +142,7 @@ class SearchSweep:
                 self.ostudy.tell(trial, values=None if was_pruned else value, skip_if_finished=True,
                                  state=TrialState.PRUNED if was_pruned else TrialState.COMPLETE)
                 self.counts["skipped"] += 1
-                return WAIT
+                return AGAIN
         except KeyboardInterrupt:  # the trial, with its sampled values, is queued again at once (as a reaped one is)
             queue.release(trial._trial_id, f"interrupted on {self.worker}")
             raise

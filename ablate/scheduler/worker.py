@@ -48,7 +48,7 @@ def work(place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan_first:
     """
     from ablate.scheduler.plan import check_data, enqueue, expand_cells, load_study_of, with_status
     from ablate.scheduler.queue import Worker
-    from ablate.scheduler.sweep import DONE, WAIT, GridSweep, SearchSweep
+    from ablate.scheduler.sweep import AGAIN, DONE, WAIT, GridSweep, SearchSweep
     from ablate.tracking.client import Tracker
     from ablate.tracking.store_read import read_status
 
@@ -75,6 +75,8 @@ def work(place, gpu: str = "", poll_seconds: float = 2.0, log=print, plan_first:
             return counts
         if job == WAIT:
             time.sleep(poll_seconds)
+            continue
+        if job == AGAIN:
             continue
         tid = job.claim.trial_id
         try:

@@ -254,3 +254,20 @@ def test_cuda_matches_cpu():
     assert torch.equal(crf.decode(emissions.cuda(), mask.cuda()).cpu(), expected_tags)
     plain = constrained_decode(emissions.cuda(), mask.cuda(), allowed_transitions(BIO)).cpu()
     assert torch.equal(plain, constrained_decode(emissions, mask, allowed_transitions(BIO)))
+
+
+def test_a_chain_that_starts_mid_sentence_may_open_with_i_and_bad_gold_reads_as_b():
+    from ablate.models.crf import repair_gold
+
+    labels = ["O", "B-X", "I-X"]
+    cons = allowed_transitions(labels)
+    crf = CRF(3, cons)
+    em = torch.tensor([[[0.0, 0.0, 5.0], [0.0, 0.0, 5.0]]])
+    mask = torch.tensor([[True, True]])
+    free = torch.tensor([True])
+    assert crf.decode(em, mask, free).tolist() == [[2, 2]]  # the entity began in the window before
+    assert crf.decode(em, mask).tolist() == [[1, 2]]  # a sentence's start never opens with I-X
+    assert crf.nll(em, torch.tensor([[2, 2]]), mask, free).item() < 100
+    gold = repair_gold(torch.tensor([[0, 2, 2, -100]]), torch.tensor([[True, True, True, False]]), cons,
+                       torch.tensor([0, 1, 1]))
+    assert gold.tolist() == [[0, 1, 2, -100]]  # O I-X I-X (corpus noise) -> O B-X I-X, as conlleval reads it

@@ -79,7 +79,7 @@ def test_lora_with_a_crf_head_moves_only_adapters_emissions_and_crf(backbone, tm
     after = dict(list(model.named_parameters()) + [("head." + n, p) for n, p in h.named_parameters()])
     moved = {n for n in before if not torch.equal(before[n], after[n].detach())}
     assert moved and all("lora_" in n or n.startswith("head.") for n in moved), sorted(moved)[:10]
-    assert any(n.startswith("head.crf.") for n in moved) and any(n.startswith("head.lstm.") for n in moved)
+    assert any(n.startswith("head.chain.crf.") for n in moved) and any(n.startswith("head.lstm.") for n in moved)
     assert any("lora_" in n for n in moved)
     trainable = {n for n, p in after.items() if p.requires_grad}
     assert trainable >= {n for n in after if n.startswith("head.")}

@@ -119,3 +119,18 @@ def test_a_folder_that_is_not_a_token_classifier_is_one_user_error(backbone, tmp
         load_saved(tmp_path)
     with pytest.raises(UserError, match="not a token classifier"):
         load_saved(backbone)  # a bare encoder folder: no id2label for our tags
+
+
+def test_a_bilstm_crf_lora_adapter_reloads_and_predicts_as_trained(backbone, tmp_path):
+    folder, ours = _trained(backbone, tmp_path, head="bilstm-crf", finetune="lora", save_model=True)
+    assert predict_folder(folder, FOUR) == ours
+
+
+def test_constrained_decoding_travels_with_the_saved_model(backbone, tmp_path):
+    torch.manual_seed(0)
+    spec = RunSpec.model_validate({**_spec().model_dump(mode="json"), "train": {"save_model": True, "decode": "constrained"}})
+    model, tok = load_model(backbone, LABELS)
+    model, h = build_head("linear", model, spec, LABELS, [1] * len(LABELS))
+    folder = save_cell_model(tmp_path / "m", model, tok, h, spec, LABELS, {"final": {}})
+    _, head, *_ = load_saved(folder)
+    assert head.constraints is not None and "needs ablate" in (folder / "README.md").read_text(encoding="utf-8")
