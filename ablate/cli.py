@@ -320,7 +320,7 @@ def report(
 
 @app.command()
 def predict(
-    model: str = typer.Argument(..., help="A saved model folder (a cell's model/ artifact), or a study YAML with --top K."),
+    model: str = typer.Argument(..., help="A saved model folder, a cell's run_id, or a study YAML with --top K."),
     inputs: List[str] = typer.Argument(..., help="FILE[:GENRE]: text (a sentence per line), CoNLL (`char [TAG]`) or .jsonl."),
     out: Path = typer.Option(Path("predictions"), help="Folder for the official 2-column files, one per genre (<genre>.txt)."),
     top: Optional[int] = typer.Option(None, min=1, help="With a study: ensemble its K best cells by dev macro F1."),

@@ -151,7 +151,29 @@ def _model_folders(model: str, top: int | None, tracking_uri: str | None, overri
         return [path]
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return _study_models(path, top or 1, tracking_uri, overrides)
-    raise UserError(f"{model}: not a saved model folder nor a study file (.yaml)")
+    if len(model) == 12 and all(c in "0123456789abcdef" for c in model):  # a cell's run_id
+        if top:
+            raise UserError(f"--top applies to a study, not to the cell {model}")
+        return [_cell_model(model, tracking_uri)]
+    raise UserError(f"{model}: not a saved model folder, a cell's run_id (12 hex digits) nor a study file (.yaml)")
+
+
+def _cell_model(run_id: str, tracking_uri: str | None) -> Path:
+    """The saved model of the cell with this run_id (its FINISHED run), from any experiment of the store."""
+    from ablate.tracking.client import Tracker
+    from ablate.tracking.tags import RUN_ID
+    from ablate.tracking.uri import default_tracking_uri
+
+    tracker = Tracker(tracking_uri or default_tracking_uri(Path.cwd()))
+    exps = [e.experiment_id for e in tracker.client.search_experiments()]
+    runs = tracker.client.search_runs(exps, f"tags.`{RUN_ID}` = '{run_id}' and attributes.status = 'FINISHED'",
+                                      max_results=1) if exps else []
+    if not runs:
+        raise UserError(f"no FINISHED cell with run_id {run_id} in {tracker.uri}")
+    try:
+        return Path(tracker.client.download_artifacts(runs[0].info.run_id, "model", tempfile.mkdtemp(prefix="ablate-model-")))
+    except Exception:  # noqa: BLE001 - the cell ran without save_model
+        raise UserError(f"cell {run_id} has no saved model: run it with --set train.save_model=true") from None
 
 
 def _study_models(study_path: Path, k: int, tracking_uri: str | None, overrides: list[str]) -> list[Path]:

@@ -48,3 +48,16 @@ def test_predict_on_a_study_without_saved_models_says_so(tmp_path):
     r = ablate("predict", study, f"{text}:ft", "--top", "1", "--out", tmp_path / "pred", cwd=tmp_path)
     assert r.returncode == 2 and "save_model" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "pred").exists()
+
+
+def test_predict_by_run_id_uses_that_cells_saved_model(tmp_path):
+    study = tiny_study(tmp_path, grid={"lr": [1.0e-3]}, save_model=True)
+    assert ablate("run", study, "--no-display", cwd=tmp_path, timeout=600).returncode == 0
+    [cell] = json.loads(ablate("plan", study, "--json", cwd=tmp_path).stdout)["cells"]
+    text = tmp_path / "new.txt"
+    text.write_text("頭痛吃藥\n", encoding="utf-8")
+    r = ablate("predict", cell["run_id"], f"{text}:ft", "--out", tmp_path / "pred", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len((tmp_path / "pred" / "ft.txt").read_text(encoding="utf-8").strip().splitlines()) == 4
+    r = ablate("predict", "0123456789ab", f"{text}:ft", "--out", tmp_path / "p2", cwd=tmp_path)
+    assert r.returncode == 2 and "no FINISHED cell" in r.stderr, r.stderr
