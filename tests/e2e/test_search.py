@@ -51,7 +51,7 @@ def test_a_search_block_loads_typed(tmp_path: Path):
     s = study.search
     assert (s.sampler, s.n_trials, s.seed, s.pruner) == ("tpe", 12, 0, "median")
     assert s.space["lr"].log and s.space["lr"].low == 1e-4 and s.space["lora.r"].choices == [4, 8, 16]
-    assert study.grid == {"backbone": ["tb"], "finetune": ["lora"], "loss": ["ce"]}
+    assert study.grid == {"backbone": ["tb"], "finetune": ["lora"], "loss": ["ce"], "head": ["linear"]}
     # A searched cell axis is neither defaulted in the grid nor required there.
     both = load_study(_study(tmp_path, "cells", {"n_trials": 3, "space": {"finetune": {"choices": ["lora", "full"]},
                                                                           "lora.r": {"choices": [4, 8]}}}, grid={}))
