@@ -7,6 +7,7 @@ import torch
 
 from ablate.data.encode import encode
 from ablate.data.readers import Sentence, read_conll
+from tests.sentences import FOUR, sentence
 from ablate.data.tags import entity_types, label_list
 from ablate.faults import with_fault
 from ablate.losses import build_loss
@@ -22,16 +23,7 @@ def LoopSettings(**kw) -> TrainSpec:  # the loop takes the study's TrainSpec its
 torch.set_num_threads(1)
 
 
-def _s(text: str, tags: list[str], genre: str = "ft", i: int = 0) -> Sentence:
-    return Sentence(f"s{i}", genre, tuple(text), tuple(tags))
-
-
-FOUR = [
-    _s("頭痛吃藥", ["B-SYMP", "I-SYMP", "O", "B-DRUG"], "ft", 0),
-    _s("胃痛看醫生", ["B-BODY", "O", "O", "O", "O"], "sm", 1),
-    _s("糖尿病患者", ["B-DISE", "I-DISE", "I-DISE", "O", "O"], "wa", 2),
-    _s("他說頭很痛", ["O", "O", "B-BODY", "O", "B-SYMP"], "ft", 3),
-]
+_s = sentence
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,6 @@ def load_saved(folder: Path, device=None):
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
     from ablate.errors import UserError
-    from ablate.models.heads import HEADS  # noqa: F401 - the names config.ablate_head may hold
 
     folder = Path(folder)
     adapter = folder / "adapter"

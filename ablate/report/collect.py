@@ -40,21 +40,8 @@ def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[
 
 def read_predictions(tracker: Tracker, mlflow_run_id: str, split: str) -> dict[str, list[tuple[list[str], list[str]]]]:
     """Per genre, per sentence (gold tags, predicted tags) from a run's `predictions/<split>_<genre>.conll`."""
-    import tempfile
-
-    from ablate.data.readers import read_predictions as read_three
-
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracker.client.download_artifacts(mlflow_run_id, "predictions", tmp)
-        except Exception:
-            return {}
-        for f in sorted(Path(local).glob(f"{split}_*.conll")):
-            genre = f.stem[len(split) + 1 :]
-            gold, pred = read_three(f)
-            out[genre] = [(list(g.tags), p) for g, p in zip(gold, pred)]
-    return out
+    return {genre: [(list(g.tags), p) for g, p in zip(gold, pred)]
+            for genre, (gold, pred) in read_prediction_files(tracker, mlflow_run_id, split).items()}
 
 
 def make_report(place, out: Path | None = None) -> Path:

@@ -11,6 +11,7 @@ import torch
 
 from ablate.data.encode import collate, encode
 from ablate.data.readers import Sentence
+from tests.sentences import FOUR, sentence
 from ablate.data.tags import entity_types, label_list
 from ablate.metrics import get_entities
 from ablate.models import apply_lora, load_model, prepare_backbone
@@ -21,16 +22,7 @@ from ablate.trainer import Split, predict, train
 torch.set_num_threads(1)
 
 
-def _s(text: str, tags: list[str], genre: str = "ft", i: int = 0) -> Sentence:
-    return Sentence(f"s{i}", genre, tuple(text), tuple(tags))
-
-
-FOUR = [
-    _s("頭痛吃藥", ["B-SYMP", "I-SYMP", "O", "B-DRUG"], "ft", 0),
-    _s("胃痛看醫生", ["B-BODY", "O", "O", "O", "O"], "sm", 1),
-    _s("糖尿病患者", ["B-DISE", "I-DISE", "I-DISE", "O", "O"], "wa", 2),
-    _s("他說頭很痛", ["O", "O", "B-BODY", "O", "B-SYMP"], "ft", 3),
-]
+_s = sentence
 LABELS = label_list(entity_types(FOUR))
 
 
