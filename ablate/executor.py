@@ -30,25 +30,29 @@ def _quiet_libraries() -> None:
 
 
 def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | None = None, device: str | None = None,
-            identity: dict | None = None):
+            identity: dict | None = None, pretrain_log=None):
     """Train one cell and return its RunResult; outputs (predictions, per-type scores, model) under out_dir.
 
     `fault` (tests of the failure policy: see ablate.faults) makes the head's loss fail on purpose.
     `identity`: the cell's {name, run_id} for its model card (default: the grid's).
+    `pretrain_log` (`ablate.models.pretrain.PretrainLog`): where a backbone's masked-LM pretraining, when this cell
+    is the one that builds it, reports (the scheduler makes it an MLflow run).
     """
     import torch
 
     from ablate.data.corpus import load_corpus
     from ablate.data.encode import encode_cached
     from ablate.faults import with_fault
-    from ablate.models.backbones import apply_lora, count_parameters, load_model, position_limit, resolve_backbone
+    from ablate.models.backbones import apply_lora, count_parameters, load_model, position_limit
+    from ablate.models.pretrain import backbone_for
     from ablate.models.heads import build_head
     from ablate.trainer import Split, train
 
     _quiet_libraries()
     cache = _cache_root()
     corpus = load_corpus(spec.data)
-    model_path = resolve_backbone(spec.backbone_spec, [s.chars for s in corpus.train], cache)
+    model_path, pretrained_key = backbone_for(spec.backbone_spec, corpus.train, cache, lambda p: spec.data.resolve(Path(p)),
+                                              device, pretrain_log)
     torch.manual_seed(spec.train.seed)
     model, tokenizer = load_model(model_path, corpus.labels)
     label2id = {t: i for i, t in enumerate(corpus.labels)}
@@ -85,6 +89,8 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
         model, head, train_split, dev, test, corpus.labels, spec.train, dev_name, out_dir, pad_id=pad_id, on_epoch=on_epoch,
         extra_final={"params/trainable": float(params.trainable + head_params), "params/total": float(params.total + head_params)},
     )
+    if pretrained_key is not None:
+        result.settings["pretrained_backbone"] = pretrained_key  # which cached pretraining this cell fine-tuned
     if spec.train.save_model:  # the model is at its best dev epoch here (train restores it)
         _save(out_dir / "model", model, tokenizer, head, spec, corpus.labels, result.final, identity or {})
     return result

@@ -101,6 +101,12 @@ def run_id(spec: RunSpec, data_hashes: dict[str, str]) -> str:
     for group in list(payload["train"]):  # a settings group whose every part is unused (train.head under linear)
         if payload["train"][group] == {}:
             del payload["train"][group]
+    bb = payload["backbone_spec"]
+    if bb.get("pretrain") is None:  # a backbone without pretraining hashes as before the field existed
+        bb.pop("pretrain", None)
+    else:  # its text files enter by content, as data files do
+        bb["pretrain"]["text"] = [file_hashes([spec.data.resolve(Path(t))])[str(spec.data.resolve(Path(t)))]
+                                  for t in bb["pretrain"]["text"]]
     for (role, i), f in spec.data.files():
         entry = payload["data"][role][i]
         path = str(spec.data.resolve(f.path))

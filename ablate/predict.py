@@ -70,8 +70,17 @@ def read_input(arg: str) -> list[Sentence]:
     return out
 
 
-def predict_folder(folder: Path, sentences: list[Sentence], batch_size: int = 64, device: str | None = None) -> list[list[str]]:
-    """Tags for every character of every sentence, from a folder `save_cell_model` (or transformers) wrote."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def predict_folder(folder: Path, sentences: list[Sentence], batch_size: int = 64, device: str | None = None,
+                   precision: str = "auto") -> list[list[str]]:
+    """Tags for every character of every sentence, from a folder `save_cell_model` (or transformers) wrote.
+
+    precision: `auto` is bf16 autocast on a GPU that has it (as training there) and fp32 on a CPU, so the tags are
+    the ones the cell wrote; `bf16` forces autocast (on a CPU with AVX512-BF16 or AMX about twice as fast, a few
+    characters in a thousand may change on a trained model); `fp32` forces full precision.
+    """
     import torch
 
     from ablate.data.encode import encode
@@ -82,7 +91,9 @@ def predict_folder(folder: Path, sentences: list[Sentence], batch_size: int = 64
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev), head.to(dev)
     windows = encode(sentences, tokenizer, {t: i for i, t in enumerate(labels)}, max_length)
-    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return predict(model, head, Split(windows, sentences), labels, dev, batch_size, bf16, pad)
 
@@ -112,13 +123,14 @@ def write_predictions(out_dir: Path, sentences: list[Sentence], tags: list[list[
 
 
 def predict_main(model: str, inputs: list[str], out: Path, top: int | None, method: str, tracking_uri: str | None,
-                 overrides: list[str], gold: list[str]) -> list[str]:
+                 overrides: list[str], gold: list[str], precision: str = "auto") -> list[str]:
     """The `ablate predict` command: returns the lines to print."""
     from ablate.report.ensemble import METHODS, check_aligned
 
     sentences = [s for arg in inputs for s in read_input(arg)]
-    folders = _model_folders(model, top, tracking_uri, overrides)
-    preds = [predict_folder(f, sentences) for f in folders]
+    with tempfile.TemporaryDirectory(prefix="ablate-models-") as cache:  # downloaded models go when it is done
+        folders = _model_folders(model, top, tracking_uri, overrides, Path(cache))
+        preds = [predict_folder(f, sentences, precision=precision) for f in folders]
     if len(preds) > 1:
         check_aligned(preds, [str(f) for f in folders])
         tags = METHODS[method](preds)
@@ -142,7 +154,7 @@ def predict_main(model: str, inputs: list[str], out: Path, top: int | None, meth
     return lines
 
 
-def _model_folders(model: str, top: int | None, tracking_uri: str | None, overrides: list[str]) -> list[Path]:
+def _model_folders(model: str, top: int | None, tracking_uri: str | None, overrides: list[str], cache: Path) -> list[Path]:
     """A saved folder as it is; a study file with --top K: its K best cells by dev macro F1 (downloaded)."""
     path = Path(model)
     if path.is_dir():
@@ -150,15 +162,15 @@ def _model_folders(model: str, top: int | None, tracking_uri: str | None, overri
             raise UserError(f"--top applies to a study, not to the model folder {model}")
         return [path]
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        return _study_models(path, top or 1, tracking_uri, overrides)
+        return _study_models(path, top or 1, tracking_uri, overrides, cache)
     if len(model) == 12 and all(c in "0123456789abcdef" for c in model):  # a cell's run_id
         if top:
             raise UserError(f"--top applies to a study, not to the cell {model}")
-        return [_cell_model(model, tracking_uri)]
+        return [_cell_model(model, tracking_uri, cache)]
     raise UserError(f"{model}: not a saved model folder, a cell's run_id (12 hex digits) nor a study file (.yaml)")
 
 
-def _cell_model(run_id: str, tracking_uri: str | None) -> Path:
+def _cell_model(run_id: str, tracking_uri: str | None, cache: Path) -> Path:
     """The saved model of the cell with this run_id (its FINISHED run), from any experiment of the store."""
     from ablate.tracking.client import Tracker
     from ablate.tracking.tags import RUN_ID
@@ -171,12 +183,12 @@ def _cell_model(run_id: str, tracking_uri: str | None) -> Path:
     if not runs:
         raise UserError(f"no FINISHED cell with run_id {run_id} in {tracker.uri}")
     try:
-        return Path(tracker.client.download_artifacts(runs[0].info.run_id, "model", tempfile.mkdtemp(prefix="ablate-model-")))
+        return Path(tracker.client.download_artifacts(runs[0].info.run_id, "model", str(cache)))
     except Exception:  # noqa: BLE001 - the cell ran without save_model
         raise UserError(f"cell {run_id} has no saved model: run it with --set train.save_model=true") from None
 
 
-def _study_models(study_path: Path, k: int, tracking_uri: str | None, overrides: list[str]) -> list[Path]:
+def _study_models(study_path: Path, k: int, tracking_uri: str | None, overrides: list[str], cache: Path) -> list[Path]:
     from ablate.report.collect import load_cells
     from ablate.report.ensemble import top_k
     from ablate.scheduler.plan import load_study_of, report_cells, resolve_place
@@ -187,11 +199,12 @@ def _study_models(study_path: Path, k: int, tracking_uri: str | None, overrides:
     tracker = Tracker(place.tracking_uri)
     frame = load_cells(tracker, study.name, report_cells(tracker, study), history=False)
     chosen = top_k(frame, k)
-    cache = Path(tempfile.mkdtemp(prefix="ablate-models-"))
     folders = []
     for _, cell in chosen.iterrows():
         try:
-            folders.append(Path(tracker.client.download_artifacts(cell["mlflow_run_id"], "model", str(cache / cell["run_id"]))))
+            target = cache / cell["run_id"]
+            target.mkdir()
+            folders.append(Path(tracker.client.download_artifacts(cell["mlflow_run_id"], "model", str(target))))
         except Exception:  # noqa: BLE001 - no model artifact: the study did not save models
             raise UserError(f"cell {cell['name']} ({cell['run_id']}) has no saved model: run the study with "
                             "--set train.save_model=true (models are saved only on request)") from None

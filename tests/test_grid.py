@@ -187,8 +187,25 @@ def test_backbone_entries_serialise_as_they_always_have(data):
     runs = expand(study(data, {"backbone": ["bert", "small"]}, backbones={"bert": {"scratch": "bert"}, "small": small}))
     forms = {r.backbone: r.model_dump(mode="json")["backbone_spec"] for r in runs}
     none = dict.fromkeys(("hidden", "layers", "heads", "intermediate"))
-    assert forms["bert"] == {"pretrained": None, "scratch": "bert", "shape": "tiny", **none}
-    assert forms["small"] == {"pretrained": None, "shape": None, **small}
+    assert forms["bert"] == {"pretrained": None, "scratch": "bert", "shape": "tiny", "pretrain": None, **none}
+    assert forms["small"] == {"pretrained": None, "shape": None, "pretrain": None, **small}  # run_id drops pretrain: None
+
+
+def test_pretraining_is_hashed_into_run_ids_text_files_by_content(data, tmp_path):
+    text = tmp_path / "extra.txt"
+    text.write_text("頭痛吃藥\n", encoding="utf-8")
+    entries = {"bert": {"scratch": "bert"}, "mlm": {"scratch": "bert", "pretrain": {"steps": 100}},
+               "mlm200": {"scratch": "bert", "pretrain": {"steps": 200}},
+               "mlmtext": {"scratch": "bert", "pretrain": {"steps": 100, "text": [str(text)]}}}
+    s = study(data, {"backbone": list(entries)}, backbones=entries)
+    by = {r.backbone: r for r in expand(s)}
+    first = {b: run_id(r, data_hashes(s)) for b, r in by.items()}
+    assert len(set(first.values())) == 4
+    assert [first["bert"]] == list(ids(study(data, {})).values())  # no pretrain: the id it always had
+    text.write_text("胃痛\n", encoding="utf-8")  # new text: a new id for that backbone only
+    again = {b: run_id(r, data_hashes(s)) for b, r in by.items()}
+    assert again["mlmtext"] != first["mlmtext"] and {b: again[b] for b in ("bert", "mlm", "mlm200")} == \
+        {b: first[b] for b in ("bert", "mlm", "mlm200")}
 
 
 # sha256 over the sorted run_ids of each shipped study's linear-head cells (all its cells before the head
@@ -208,7 +225,8 @@ def shipped_run_ids(name: str) -> list[str]:
     raw["data"]["root"] = "/data"
     s = StudySpec.model_validate(raw)
     hashes = {str(p): hashlib.sha256(p.name.encode()).hexdigest() for p in s.data.resolved_files()}
-    return sorted(run_id(r, hashes) for r in expand(s) if r.head == "linear")
+    # linear-head cells of backbones without `pretrain:` (what existed when the digests were taken)
+    return sorted(run_id(r, hashes) for r in expand(s) if r.head == "linear" and r.backbone_spec.pretrain is None)
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))

@@ -28,6 +28,7 @@ class Sentence:
     tags: tuple[str, ...]
     line: int = 0
     line_per_char: bool = True
+    words: tuple[int, ...] = ()  # word lengths in characters, where the corpus segments it (jsonl `word`)
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -37,7 +38,7 @@ class Sentence:
         return self.line + i if self.line_per_char else self.line
 
     def with_tags(self, tags: tuple[str, ...] | list[str]) -> "Sentence":
-        return Sentence(self.id, self.genre, self.chars, tuple(tags), self.line, self.line_per_char)
+        return Sentence(self.id, self.genre, self.chars, tuple(tags), self.line, self.line_per_char, self.words)
 
 
 def _read_text(path: Path) -> str:
@@ -107,7 +108,8 @@ def read_conll(path: str | Path, genre: str) -> list[Sentence]:
 
 
 def read_jsonl(path: str | Path, genre: str | None = None) -> list[Sentence]:
-    """Read ROCLING jsonl records (only `character` and `character_label` are used).
+    """Read ROCLING jsonl records (`character` and `character_label`; `word`, when it spells the same
+    characters, as the word boundaries that whole-word masking uses).
 
     The record's own `genre` is used, lower-cased, unless `genre` is given.
     """
@@ -146,7 +148,10 @@ def read_jsonl(path: str | Path, genre: str | None = None) -> list[Sentence]:
             continue
         rid = str(rec.get("id", f"{path.stem}-{len(sentences):05d}"))
         g = (genre or str(rec["genre"])).lower()
-        sentences.append(Sentence(rid, g, tuple(chars), tuple(tags), n, line_per_char=False))
+        words = rec.get("word")
+        seg = (tuple(len(w) for w in words) if isinstance(words, list) and all(isinstance(w, str) and w for w in words)
+               and "".join(words) == "".join(chars) else ())  # used only where it matches the characters exactly
+        sentences.append(Sentence(rid, g, tuple(chars), tuple(tags), n, line_per_char=False, words=seg))
     if problems:
         raise DataError(problems)
     if not sentences:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.tracking.client import Tracker
-from ablate.tracking.tags import final_metrics
+from ablate.tracking.tags import PRUNED_TAG, final_metrics
 
 
 def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[str, Any]]], history: bool = True):
@@ -24,13 +24,13 @@ def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[
         row: dict[str, Any] = {"run_id": run_id, "name": name, **axis_values}
         st = status.get(run_id)
         if st is None:
-            row.update(status="MISSING", error=None, mlflow_run_id=None, attempts=0, history={})
+            row.update(status="MISSING", error=None, mlflow_run_id=None, attempts=0, history={}, pruned=False)
         else:
             r = st["run"]
             # Metrics never overwrite the cell's identity columns (an axis named like a metric).
             row.update({k: v for k, v in final_metrics(r).items() if k not in row})
             row.update(status=r.info.status, error=r.data.tags.get("ablate.error"), mlflow_run_id=r.info.run_id,
-                       attempts=st["attempts"])
+                       attempts=st["attempts"], pruned=r.data.tags.get(PRUNED_TAG) == "true")
             row["history"] = tracker.history(r.info.run_id) if history and r.info.status == "FINISHED" else {}
         rows.append(row)
     df = pd.DataFrame(rows)

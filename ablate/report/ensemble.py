@@ -84,17 +84,22 @@ def top_k(cells: pd.DataFrame, k: int, by: str = "dev/macro_f1") -> pd.DataFrame
     """The k FINISHED cells with the highest `by`, best first, ties broken by run_id.
 
     `by` must be a dev metric: choosing members by test would leak the test set into the ensemble.
-    Finished cells that did not log `by` cannot be ranked and are left out.
+    Finished cells that did not log `by` cannot be ranked and are left out, and so are pruned search trials (FINISHED
+    in MLflow, but stopped early: their dev score is a partial epoch count's and they have no test predictions).
     """
     if not by.startswith("dev/"):
         raise UserError(f"ensemble members are chosen by a dev metric, not {by!r} (selecting by test would leak)")
     if by not in cells.columns:
         dev = sorted(c for c in cells.columns if str(c).startswith("dev/"))
         raise UserError(f"no metric {by!r} in the cells; dev metrics: {', '.join(dev) or 'none'}")
-    ranked = cells[(cells["status"] == "FINISHED") & cells[by].notna()]
+    finished = cells["status"] == "FINISHED"
+    pruned = cells["pruned"].fillna(False).astype(bool) if "pruned" in cells.columns else finished & False
+    ranked = cells[finished & ~pruned & cells[by].notna()]  # a pruned trial's dev is an early epoch's; no test files
     if k < 1 or k > len(ranked):
-        missing = int((cells["status"] == "FINISHED").sum()) - len(ranked)
+        missing = int((finished & ~pruned).sum()) - len(ranked)
         note = f" ({missing} more finished without {by})" if missing else ""
+        if int((finished & pruned).sum()):
+            note += f" ({int((finished & pruned).sum())} pruned search trials are never members)"
         limit = f"k must be between 1 and {len(ranked)}" if len(ranked) else "nothing to choose from"
         raise UserError(f"top_k: k={k}, but there are {len(ranked)} finished cells with {by}{note}; {limit}")
     return ranked.sort_values([by, "run_id"], ascending=[False, True], kind="mergesort").head(k)

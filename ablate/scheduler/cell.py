@@ -41,7 +41,7 @@ def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path:
     from ablate.scheduler.search import Pruned, trial_reporter
     from ablate.spec.schema import RunSpec
     from ablate.tracking.client import Tracker
-    from ablate.tracking.tags import RUN_ID
+    from ablate.tracking.tags import PARENT_TAG, RUN_ID
 
     spec = RunSpec.model_validate_json(spec_json)
     tracker = Tracker(tracking_uri)
@@ -60,7 +60,9 @@ def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path:
                 if report is not None:
                     report(epoch, metrics)  # raises Pruned when the pruner stops this trial
 
-            res = run_one(spec, Path(tmp), on_epoch, fault=faults.fault_for(name, spec.train.batch_size), identity=identity)
+            plog = tracker.pretrain_log(run.info.experiment_id, run.data.tags.get(PARENT_TAG, ""), spec.study, spec.backbone)
+            res = run_one(spec, Path(tmp), on_epoch, fault=faults.fault_for(name, spec.train.batch_size), identity=identity,
+                          pretrain_log=plog)
             lifecycle.finished(tracker, mlflow_run_id, res.final, res.outputs, res.settings)
             result["value"] = res.final.get(spec.train.select_metric)
         except Pruned as p:

@@ -4,7 +4,7 @@
 backbone.py, report.py, study.py and problems.py hold the rest. Imports nothing else of ablate but errors.
 """
 
-from ablate.spec.backbone import MAX_POSITIONS, SHAPES, BackboneSpec, Family, ShapeDims
+from ablate.spec.backbone import MAX_POSITIONS, SHAPES, BackboneSpec, Family, PretrainSpec, ShapeDims
 from ablate.spec.load import load_study
 from ablate.spec.problems import StudyError
 from ablate.spec.report import FigureSpec, ReportSpec, TableSpec
@@ -38,7 +38,7 @@ from ablate.spec.study import SearchSpec, StudySpec, axis_kind
 
 __all__ = [
     "CELL_AXES", "CrfSpec", "Decode", "HASHED_UNLESS_DEFAULT", "Head", "HeadSpec", "IGNORE_INDEX", "LstmSpec", "MAX_POSITIONS", "METHODS", "SHAPES", "BackboneSpec", "DataSpec", "DevData",
-    "DevSplit", "Family", "FigureSpec", "FileSpec", "Finetune", "FocalSpec", "LoraSpec", "Loss", "ReportSpec",
+    "DevSplit", "Family", "FigureSpec", "FileSpec", "Finetune", "FocalSpec", "LoraSpec", "Loss", "PretrainSpec", "ReportSpec",
     "RunSpec", "SearchSpec", "ShapeDims", "SpaceDim", "StudyError", "StudySpec", "TableSpec", "TrainSpec",
     "axis_kind", "group_of", "load_study", "param_key", "unused_groups", "uses",
 ]

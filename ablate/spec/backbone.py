@@ -40,6 +40,42 @@ SHAPES: dict[str, ShapeDims] = {
 _DIMS = ("hidden", "layers", "heads", "intermediate")
 
 
+class PretrainSpec(BaseModel):
+    """Masked-LM training of a backbone before it is fine-tuned (from random weights, or continued from a checkpoint).
+
+    Text: the study's training sentences (labels ignored; never dev or test) unless `train_text: false`, plus
+    `text` files (a sentence per line, or a corpus file .jsonl / CoNLL), relative to `data.root`; a test file
+    is used only when named here. Length: `steps` optimizer steps, or a `seconds` budget (machine-dependent: the
+    same settings give another backbone on a faster machine), whichever ends first. Masking: `mask_prob` of the
+    tokens (of the words with `whole_word`, where the corpus gives words), 80% [MASK] / 10% random / 10% kept.
+    ELECTRA and ALBERT are trained with the same MLM objective on their encoder (no replaced-token detection,
+    no sentence-order prediction).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    steps: int | None = Field(1000, gt=0)
+    seconds: float | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    mask_prob: float = Field(0.15, gt=0, lt=1)
+    max_length: int = Field(128, ge=8, le=MAX_POSITIONS)
+    whole_word: bool = True
+    held_out: float = Field(0.05, ge=0, lt=0.5)  # share of the text kept for masked-token accuracy
+    seed: int = 0
+    train_text: bool = True
+    text: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some_text_and_length(self) -> PretrainSpec:
+        if self.steps is None and self.seconds is None:
+            raise ValueError("give `steps` or `seconds` (or both: whichever ends first)")
+        if not self.train_text and not self.text:
+            raise ValueError("no text to pretrain on: `train_text: false` and no `text` files")
+        return self
+
+
 class BackboneSpec(BaseModel):
     """Where a backbone comes from: `pretrained` (hub id or local folder) or `scratch` (a family).
 
@@ -58,6 +94,7 @@ class BackboneSpec(BaseModel):
     layers: int | None = Field(None, gt=0)
     heads: int | None = Field(None, gt=0)
     intermediate: int | None = Field(None, gt=0)
+    pretrain: PretrainSpec | None = None  # masked-LM training first (run_ids hash it only when set)
 
     @model_validator(mode="before")
     @classmethod

@@ -152,6 +152,12 @@ def _absolute_paths(raw: dict, data_base: Path, study_dir: Path) -> None:
         # "org/name" is a hub id; only an explicit path (./x, ../x, /x, ~/x) is a folder of the user's.
         if isinstance(p, str) and p.startswith(("./", "../", "/", "~")):
             bb["pretrained"] = os.path.abspath(study_dir / Path(p).expanduser())
+        pre = bb.get("pretrain") if isinstance(bb, dict) else None
+        root = data.get("root") if isinstance(data, dict) else None
+        if isinstance(pre, dict) and isinstance(pre.get("text"), list) and isinstance(root, str):
+            # pretraining text files sit beside the data files: relative to data.root
+            pre["text"] = [os.path.abspath(Path(root) / Path(t).expanduser()) if isinstance(t, str) else t
+                           for t in pre["text"]]
 
 
 def _missing_files(raw: dict) -> list[tuple[Loc, str]]:
@@ -173,4 +179,9 @@ def _missing_files(raw: dict) -> list[tuple[Loc, str]]:
         p = bb.get("pretrained") if isinstance(bb, dict) else None
         if isinstance(p, str) and os.path.isabs(p) and not os.path.isdir(p):
             problems.append((("backbones", name, "pretrained"), f"no such checkpoint folder: {p}"))
+        pre = bb.get("pretrain") if isinstance(bb, dict) else None
+        for i, t in enumerate(pre.get("text") if isinstance(pre, dict) and isinstance(pre.get("text"), list) else []):
+            if isinstance(t, str) and os.path.isabs(t) and not os.path.isfile(t):
+                what = "is a folder, not a text file" if os.path.isdir(t) else "no such text file"
+                problems.append((("backbones", name, "pretrain", "text", i), f"{what}: {t}"))
     return problems

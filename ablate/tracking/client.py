@@ -214,6 +214,26 @@ class Tracker:
             self.client.log_artifacts(mlflow_run_id, str(outputs))
         self.client.set_terminated(mlflow_run_id, "FINISHED")
 
+    def pretrain_log(self, experiment_id: str, parent_id: str, study: str, backbone: str):
+        """What `ablate.models.pretrain` reports to (start / log / end): a backbone's pretraining as its own run
+        (role pretrain, nested under the study's parent run)."""
+        from types import SimpleNamespace
+
+        from mlflow.entities import Param
+
+        def start(params: dict[str, str]) -> str:
+            tags = {ROLE: "pretrain", STUDY: study, PARENT_TAG: parent_id, "ablate.pretrain.key": params["key"],
+                    "ablate.backbone": backbone, "ablate.host": socket.gethostname(), **source_tags(),
+                    "mlflow.note.content": f"masked-LM pretraining of backbone {backbone} on: {params['text']}"}
+            run = self.client.create_run(experiment_id, tags=tags, run_name=f"pretrain-{backbone}-{params['key'][:8]}")
+            self.client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+            return run.info.run_id
+
+        def end(run: str, ok: bool, final: dict[str, float]) -> None:
+            self.client.set_terminated(run, "FINISHED" if ok else "FAILED")
+
+        return SimpleNamespace(start=start, log=lambda run, metrics, step: self.log_metrics(run, metrics, step), end=end)
+
     def kill_if_running(self, mlflow_run_id: str, why: str) -> None:
         """Mark a cell run KILLED unless it ended already (a cell that FINISHED keeps its result)."""
         if self.client.get_run(mlflow_run_id).info.status == "RUNNING":

@@ -26,8 +26,11 @@ def test_ensemble_of_the_top_3_is_scored_logged_and_reported_and_predict_uses_th
 
     text = tmp_path / "new.txt"
     text.write_text("頭痛吃藥\n" + "糖尿病患者" * 130 + "\n", encoding="utf-8")  # a 650-character sentence
-    r = ablate("predict", study, f"{text}:ft", "--top", "2", "--out", tmp_path / "pred", cwd=tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = ablate("predict", study, f"{text}:ft", "--top", "2", "--out", tmp_path / "pred", cwd=tmp_path, env={"TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert not [p for p in tmp.iterdir() if p.name.startswith("ablate-models-")]  # downloaded models removed
     blocks = (tmp_path / "pred" / "ft.txt").read_text(encoding="utf-8").strip("\n").split("\n\n")
     assert [len(b.splitlines()) for b in blocks] == [4, 650]
 

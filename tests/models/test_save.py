@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -110,6 +112,19 @@ def test_predict_writes_600_predictions_for_a_600_character_sentence(backbone, t
     blocks = path.read_text(encoding="utf-8").strip("\n").split("\n\n")
     assert [len(b.splitlines()) for b in blocks] == [600, 2]
     assert "".join(line.split(" ")[0] for line in blocks[0].splitlines()) == "".join(sents[0].chars)
+
+
+def test_bf16_prediction_tags_every_character_and_fp32_is_what_the_cell_wrote(backbone, tmp_path):
+    from ablate.errors import UserError
+
+    folder, ours = _trained(backbone, tmp_path)
+    assert predict_folder(folder, FOUR, precision="fp32") == ours == predict_folder(folder, FOUR)  # auto on CPU: fp32
+    fast = predict_folder(folder, FOUR, precision="bf16")
+    assert [len(t) for t in fast] == [len(s.chars) for s in FOUR]
+    labels = set(json.loads((folder / "config.json").read_text(encoding="utf-8"))["id2label"].values())
+    assert {t for row in fast for t in row} <= labels
+    with pytest.raises(UserError, match="precision"):
+        predict_folder(folder, FOUR, precision="fp16")
 
 
 def test_a_folder_that_is_not_a_token_classifier_is_one_user_error(backbone, tmp_path):

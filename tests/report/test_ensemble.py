@@ -143,6 +143,13 @@ def test_top_k_never_counts_failed_cells():
         top_k(cells, 5)
 
 
+def test_top_k_never_takes_a_pruned_search_trial():
+    cells = cells_frame().assign(pruned=[False, True, False, False, False])  # r2: best dev, stopped early
+    assert list(top_k(cells, 3)["run_id"]) == ["r1", "r4", "r3"]
+    with pytest.raises(UserError, match="1 pruned"):
+        top_k(cells, 4)
+
+
 def test_top_k_refuses_test_metrics_and_bad_k():
     cells = cells_frame()
     with pytest.raises(UserError, match="leak"):
