@@ -21,10 +21,11 @@ test: install
 test-all: install
 	$(PY) -m pytest -m ''
 
-# The embedded-default study, offline on CPU: synthetic corpus -> 16 cells -> report.
+# The embedded-default study, offline on CPU: synthetic corpus -> 2 pretrained backbones -> 16 cells -> report
+# (two workers: the two backbones pretrain side by side, then the cells run two at a time).
 demo: install
 	test -f $(DEMO_DATA)/train.jsonl || $(VENV)/bin/ablate data demo $(DEMO_DATA) --sentences 900
-	$(VENV)/bin/ablate run studies/quickstart.yaml
+	$(VENV)/bin/ablate run studies/quickstart.yaml --workers 2
 	$(VENV)/bin/ablate report studies/quickstart.yaml
 
 bench: install

@@ -147,7 +147,8 @@ def encode_text(texts: Sequence[Text], tokenizer, max_length: int, whole_word: b
         if whole_word and t.words and sum(t.words) == len(t.chars):
             unit = [w for w, n in enumerate(t.words) for _ in range(n)]
         for a in range(0, len(t.chars), room):
-            pieces.append((list(t.chars[a:a + room]), unit[a:a + room]))
+            part = unit[a:a + room]
+            pieces.append((list(t.chars[a:a + room]), [u - part[0] for u in part]))  # units numbered from 0 per piece
     rows = []
     for a in range(0, len(pieces), 1024):
         chunk = pieces[a:a + 1024]

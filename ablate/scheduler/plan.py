@@ -115,9 +115,24 @@ def check_data(study, log=print) -> None:
 
 
 def enqueue(queue, cells: list[Cell]) -> int:
-    """Queue the cells MLflow has not FINISHED (numbering each retry's attempt after MLflow's runs)."""
+    """Queue the cells MLflow has not FINISHED (numbering each retry's attempt after MLflow's runs), taking the
+    backbones in turn: the first cells workers claim need different backbones, so the backbones that must be
+    built first (a masked-LM pretraining: minutes) are built side by side, not one after another while the
+    other workers wait for the first."""
     done = {c.run_id for c in cells if c.status == "FINISHED"}
-    return queue.enqueue([(c.run_id, c.name) for c in cells], done, {c.run_id: c.attempts for c in cells})
+    return queue.enqueue([(c.run_id, c.name) for c in by_backbone_in_turn(cells)], done,
+                         {c.run_id: c.attempts for c in cells})
+
+
+def by_backbone_in_turn(cells: list[Cell]) -> list[Cell]:
+    """The cells round-robin over their backbones, each backbone's cells in grid order."""
+    groups: dict[object, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(str(c.axes.get("backbone")), []).append(c)
+    out = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        out += [g[i] for g in groups.values() if i < len(g)]
+    return out
 
 
 # ---- the plan on the parent run --------------------------------------------------------------------

@@ -75,6 +75,19 @@ def test_masking_never_touches_cls_sep_or_padding_and_follows_80_10_10(base):
     assert 0.76 < masked / chosen < 0.84 and 0.07 < kept / chosen < 0.14  # random swaps may hit the same token
 
 
+def test_a_sentence_longer_than_max_length_is_cut_into_pieces_that_mask_and_train(base, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    long = Text(tuple("糖尿病患者需要控制血糖" * 30), (3, 2, 2, 2, 2) * 30)  # 330 characters, max_length 32
+    rows = encode_text([long], tok, 32, whole_word=True)
+    assert sum(len(r.input_ids) - 2 for r in rows) == 330 and all(len(r.input_ids) <= 32 for r in rows)
+    b = collate_masked(rows, list(range(len(rows))), tok, 0.5, torch.Generator().manual_seed(0))
+    assert (b["labels"] != IGNORE).any(dim=1).all()  # every piece has something masked at this rate
+    final = pretrain(base, PretrainSpec(steps=3, batch_size=4, max_length=32), [long] * 4, tmp_path / "o", torch.device("cpu"))
+    assert final["pretrain/steps"] == 3
+
+
 def test_whole_word_masking_masks_every_character_of_a_chosen_word(base):
     from transformers import AutoTokenizer
 
