@@ -204,16 +204,21 @@ def pretrain(base: str, spec: PretrainSpec, texts: Sequence[Text], out_dir: Path
     from ablate.spec.schema import TrainSpec
     from ablate.trainer import DivergedError, _optimizer, _schedule
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.mask_token_id is None:
-        raise DataError(f"{base}: its tokenizer has no mask token, so it cannot be pretrained with masked-LM")
+    from ablate.models.backbones import _check_local, _unavailable
+
+    _check_local(base)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a scratch encoder has no LM head yet: "newly initialized" is expected
     try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
         torch.manual_seed(spec.seed)
         model = AutoModelForMaskedLM.from_pretrained(base).to(device)
+    except OSError as e:
+        raise _unavailable(base, str(e)) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if tokenizer.mask_token_id is None or not tokenizer.is_fast:
+        raise DataError(f"{base}: masked-LM pretraining needs a fast tokenizer with a mask token")
     rows = encode_text(texts, tokenizer, spec.max_length, spec.whole_word)
     order = list(range(len(rows)))
     random.Random(spec.seed).shuffle(order)
