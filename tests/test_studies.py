@@ -26,7 +26,7 @@ CELLS = {
     "focal_vs_ce": 18,    # Table 5: 3 backbones x ce/focal x 3 seeds
     "lr_curve": 30,       # Fig. 3: 3 backbones x full/lora x 5 lr
     "epoch_curve": 18,    # Fig. 4: 3 backbones x full/lora x 5/10/20 epochs
-    "rocling_scratch": 48,  # 3 tiny scratch backbones x full/lora x (linear x ce/focal + crf + bilstm-crf) x 2 lr
+    "rocling_scratch": 64,  # 3 tiny scratch backbones + bert-tiny-mlm x full/lora x (linear x ce/focal + crf + bilstm-crf) x 2 lr
     "heads": 27,          # 3 backbones x linear/crf/bilstm-crf x 3 seeds
 }
 HUB_STUDIES = ["lora_vs_full", "backbones", "focal_vs_ce", "lr_curve", "epoch_curve", "heads"]
