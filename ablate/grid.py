@@ -113,6 +113,8 @@ def run_id(spec: RunSpec, data_hashes: dict[str, str]) -> str:
         if path not in data_hashes:
             raise KeyError(f"no hash for data file {path}; pass file_hashes(study.data.resolved_files())")
         del entry["path"]
+        if entry.get("tag_column") == -1:  # the default: files hash as before the setting existed
+            del entry["tag_column"]
         entry["sha256"] = data_hashes[path]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

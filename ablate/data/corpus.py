@@ -24,7 +24,7 @@ def _read(files, data, repairs: list, warnings: list) -> list[Sentence]:
     out: list[Sentence] = []
     for f in files:
         path = data.resolve(f.path)
-        r = repair_tags(read_corpus(path, f.genre), str(path), data.unknown_tags)
+        r = repair_tags(read_corpus(path, f.genre, f.tag_column), str(path), data.unknown_tags)
         repairs += r.repairs
         warnings += r.warnings
         out += r.sentences

@@ -7,6 +7,7 @@ reports them. Every error names the file and the line (or jsonl record).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,37 +61,62 @@ def _read_text(path: Path) -> str:
     return text
 
 
+_BLANKS = re.compile(r"[ \t]+")
+DOCSTART = "-DOCSTART-"
+
+
 def _split_columns(line: str) -> list[str]:
-    sep = "\t" if "\t" in line else " "
-    parts = line.split(sep)
-    # A literal space as the character: "  O" -> ['', '', 'O'].
-    if len(parts) >= 3 and parts[0] == "" and parts[1] == "":
-        parts = [" "] + parts[2:]
-    return parts
+    """A CoNLL line's columns: separated by one space, tabs or runs of spaces and tabs (never by other
+    whitespace: U+3000 and U+00A0 are characters of the ROCLING files). A line that opens with a space then a
+    separator holds a literal space as its token (`"  O"`, `" \tO"`)."""
+    if len(line) > 2 and line[0] == " " and line[1] in " \t" and line[2] not in " \t":
+        return [" ", *_BLANKS.split(line[2:].strip(" \t"))]
+    return _BLANKS.split(line.strip(" \t"))
 
 
-def read_columns(path: str | Path, ncols: int) -> list[tuple[int, list[list[str]]]]:
-    """Blocks of a column file: [(first line, [[col, ...] per token])], one per sentence."""
+def read_columns(path: str | Path, ncols: int | None) -> list[tuple[int, list[list[str]]]]:
+    """Blocks of a column file: [(first line, [[col, ...] per token])], one per sentence.
+
+    `ncols` None: any number of columns from 2 up (CoNLL-2003's `word POS chunk NER`), the same on every line of
+    the file. `-DOCSTART-` lines (document breaks) end a sentence and are skipped.
+    """
     path = Path(path)
     text = _read_text(path)
     blocks: list[tuple[int, list[list[str]]]] = []
     current: list[list[str]] = []
     start = 0
     problems: list[str] = []
+    width: tuple[int, int] | None = None  # (columns, the line that set it), when ncols is None
     for n, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r")
-        if not line.strip():
+        if not line.strip(" \t"):
             if current:
                 blocks.append((start, current))
                 current = []
             continue
         parts = _split_columns(line)
-        if len(parts) != ncols or not all(parts):
-            problems.append(f"{path}:{n}: expected {ncols} columns separated by one space, got {line!r}")
+        if parts[0] == DOCSTART:
+            if current:
+                blocks.append((start, current))
+                current = []
             continue
+        if ncols is not None and len(parts) != ncols:
+            problems.append(f"{path}:{n}: expected {ncols} columns separated by spaces or tabs, got {line!r}")
+            continue
+        if ncols is None:
+            if len(parts) < 2:
+                problems.append(f"{path}:{n}: expected a token and its tag separated by spaces or tabs, got {line!r}")
+                continue
+            if width is None:
+                width = (len(parts), n)
+            elif len(parts) != width[0]:
+                problems.append(f"{path}:{n}: {len(parts)} columns, but line {width[1]} has {width[0]}: {line!r}")
+                continue
         if not current:
             start = n
         current.append(parts)
+        if len(problems) > 50:
+            break
     if current:
         blocks.append((start, current))
     if problems:
@@ -98,12 +124,17 @@ def read_columns(path: str | Path, ncols: int) -> list[tuple[int, list[list[str]
     return blocks
 
 
-def read_conll(path: str | Path, genre: str) -> list[Sentence]:
-    """Read a `char TAG` file; sentences end at an empty or whitespace-only line."""
+def read_conll(path: str | Path, genre: str, tag_column: int = -1) -> list[Sentence]:
+    """Read a CoNLL file: the token in the first column, the tag in `tag_column` (default the last: `char TAG`,
+    `word POS chunk NER`); sentences end at an empty line or a `-DOCSTART-` line."""
     path = Path(path)
+    blocks = read_columns(path, None)
+    if blocks and not -len(blocks[0][1][0]) <= tag_column < len(blocks[0][1][0]) or tag_column == 0:
+        raise DataError(f"{path}: tag_column {tag_column}, but its lines have {len(blocks[0][1][0])} columns "
+                        "(the token is column 0; the tag defaults to the last)")
     return [
-        Sentence(f"{path.stem}-{k:05d}", genre.lower(), tuple(r[0] for r in rows), tuple(r[1] for r in rows), start)
-        for k, (start, rows) in enumerate(read_columns(path, 2))
+        Sentence(f"{path.stem}-{k:05d}", genre.lower(), tuple(r[0] for r in rows), tuple(r[tag_column] for r in rows), start)
+        for k, (start, rows) in enumerate(blocks)
     ]
 
 
@@ -159,14 +190,14 @@ def read_jsonl(path: str | Path, genre: str | None = None) -> list[Sentence]:
     return sentences
 
 
-def read_corpus(path: str | Path, genre: str | None = None) -> list[Sentence]:
+def read_corpus(path: str | Path, genre: str | None = None, tag_column: int = -1) -> list[Sentence]:
     """Read jsonl (by suffix) or CoNLL; a CoNLL file needs its genre named."""
     path = Path(path)
     if path.suffix.lower() in JSONL_SUFFIXES:
         return read_jsonl(path, genre)
     if not genre:
         raise DataError(f"{path}: a CoNLL file carries no genre; name it (e.g. {path}:ft or --genre ft)")
-    return read_conll(path, genre)
+    return read_conll(path, genre, tag_column)
 
 
 def read_predictions(path: str | Path, gold: list[Sentence] | None = None) -> tuple[list[Sentence], list[list[str]]]:

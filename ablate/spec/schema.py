@@ -147,6 +147,7 @@ class FileSpec(BaseModel):
     model_config = _FROZEN
     path: Path
     genre: str | None = None
+    tag_column: int = -1  # CoNLL: the column that holds the tag (default the last; the token is column 0)
 
     @model_validator(mode="before")
     @classmethod

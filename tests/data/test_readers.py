@@ -23,7 +23,7 @@ def test_conll_crlf_bom_whitespace_separators_and_trailing_blanks(tmp_path):
 def test_conll_errors_name_file_and_line(tmp_path):
     p = tmp_path / "bad.txt"
     p.write_text("頭 B-BODY\n痛\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.txt:2: expected 2 columns"):
+    with pytest.raises(DataError, match=r"bad.txt:2: expected a token and its tag"):
         read_conll(p, "ft")
     p.write_bytes(b"\xe9\xa0\xad O\n\xff O\n")
     with pytest.raises(DataError, match=r"bad.txt:2: invalid UTF-8"):

@@ -58,7 +58,7 @@ def test_data_stats_matches_the_data_readme(rocling):
     "args, message",
     [
         (["data", "check", "{tmp}/missing.txt"], "no such file"),
-        (["data", "stats", "{tmp}/bad.txt:ft"], "bad.txt:2: expected 2 columns"),
+        (["data", "stats", "{tmp}/bad.txt:ft"], "bad.txt:2: expected a token and its tag"),
         (["data", "stats", "{tmp}/tags.txt:ft"], "tags.txt:1: invalid tag 'Q-BODY'"),
         (["data", "stats", "{tmp}/latin1.txt:ft"], "latin1.txt:1: invalid UTF-8"),
         (["score", "{tmp}/tags.txt", "{tmp}/other.txt"], "other.txt:1: character 'y' but gold line 1 has 'x'"),
