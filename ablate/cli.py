@@ -90,12 +90,14 @@ def data_check(
     paths: List[str] = typer.Argument(..., help="Files: .jsonl, or CoNLL `char TAG` as PATH[:GENRE]."),
     genre: Optional[str] = typer.Option(None, help="Genre for CoNLL files that name none."),
     unknown_to_o: bool = typer.Option(False, "--unknown-to-o", help="Repair unknown tags to O (reported) instead of failing."),
+    scheme: str = typer.Option("auto", help="Tag scheme: auto (detected per file), BIO, IOB1, BIOES, BILOU, BMES; "
+                               "a trailing _ for the `B_X` separator (BMES_)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Read and validate corpora; list tag repairs and warnings. Exit 0 if readable, 2 on an error."""
+    """Read and validate corpora; print each file's tag scheme, repairs and warnings. Exit 0 if readable, 2 on an error."""
     from ablate.data.stats import check, render_check
 
-    result = check(paths, genre, "O" if unknown_to_o else "error")
+    result = check(paths, genre, "O" if unknown_to_o else "error", scheme)
     if as_json:
         _print_json(result.to_json())
     else:
@@ -108,12 +110,13 @@ def data_check(
 def data_stats(
     paths: List[str] = typer.Argument(..., help="Files: .jsonl, or CoNLL `char TAG` as PATH[:GENRE]."),
     genre: Optional[str] = typer.Option(None, help="Genre for CoNLL files that name none."),
+    scheme: str = typer.Option("auto", help="Tag scheme (as `data check`): auto, BIO, IOB1, BIOES, BILOU, BMES[_]."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Entities per genre and type (the paper's Table 2) and sentence lengths."""
     from ablate.data.stats import render_stats, stats
 
-    st = stats(paths, genre)
+    st = stats(paths, genre, scheme)
     if as_json:
         _print_json(st)
     else:

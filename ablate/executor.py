@@ -70,7 +70,7 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
         for label in w.labels:
             if label >= 0:
                 counts[label] += 1
-    model, head = build_head(spec.head, model, spec, corpus.labels, counts)  # before LoRA: a head may adapt the model
+    model, head = build_head(spec.head, model, spec, corpus.labels, counts, corpus.scheme)  # before LoRA: a head may adapt the model
     if spec.finetune == "lora":
         model = apply_lora(model, spec.train.lora)  # adapters; the emission layer and the head's own weights train
     head = with_fault(head, fault, spec.train.batch_size)
@@ -88,7 +88,9 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     result = train(
         model, head, train_split, dev, test, corpus.labels, spec.train, dev_name, out_dir, pad_id=pad_id, on_epoch=on_epoch,
         extra_final={"params/trainable": float(params.trainable + head_params), "params/total": float(params.total + head_params)},
+        scheme=corpus.scheme,
     )
+    result.settings["scheme"] = f"{corpus.scheme.name}{corpus.scheme.sep}"
     if pretrained_key is not None:
         result.settings["pretrained_backbone"] = pretrained_key  # which cached pretraining this cell fine-tuned
     if spec.train.save_model:  # the model is at its best dev epoch here (train restores it)

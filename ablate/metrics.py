@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ablate.schemes import IOB2, Scheme
+
 
 @dataclass(frozen=True)
 class TypeScore:
@@ -94,15 +96,17 @@ def get_entities(seq: list[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-def _entities(seqs: list[list[str]]) -> set[tuple[int, str, int, int]]:
-    return {(k, t, s, e) for k, seq in enumerate(seqs) for t, s, e in get_entities(list(seq))}
+def _entities(seqs: list[list[str]], scheme: Scheme | None = None) -> set[tuple[int, str, int, int]]:
+    chunk = get_entities if scheme is None or scheme == IOB2 else scheme.chunks
+    return {(k, t, s, e) for k, seq in enumerate(seqs) for t, s, e in chunk(list(seq))}
 
 
-def score(gold: list[list[str]], pred: list[list[str]]) -> Score:
-    """conlleval's numbers for one set of sentences (gold and predicted tags, aligned)."""
+def score(gold: list[list[str]], pred: list[list[str]], scheme: Scheme | None = None) -> Score:
+    """conlleval's numbers for one set of sentences (gold and predicted tags, aligned); entities chunked in
+    `scheme` (default IOB2, as conlleval; IOBES / BILOU / BMES strictly, as seqeval's strict mode)."""
     if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
         raise ValueError("gold and predictions differ in shape")
-    true, guess = _entities(gold), _entities(pred)
+    true, guess = _entities(gold, scheme), _entities(pred, scheme)
     hit = true & guess
     types = sorted({e[1] for e in true | guess})
     per_type = {}
@@ -141,9 +145,9 @@ def macro(scores: dict[str, Score]) -> Macro:
     )
 
 
-def score_genres(pairs: dict[str, tuple[list[list[str]], list[list[str]]]]) -> GenreScores:
+def score_genres(pairs: dict[str, tuple[list[list[str]], list[list[str]]]], scheme: Scheme | None = None) -> GenreScores:
     """Score each genre's (gold, pred) and average the genres as the official ranking does."""
-    genres = {g: score(gold, pred) for g, (gold, pred) in pairs.items()}
+    genres = {g: score(gold, pred, scheme) for g, (gold, pred) in pairs.items()}
     return GenreScores(genres, macro(genres))
 
 

@@ -125,15 +125,17 @@ def write_predictions(out_dir: Path, sentences: list[Sentence], tags: list[list[
 def predict_main(model: str, inputs: list[str], out: Path, top: int | None, method: str, tracking_uri: str | None,
                  overrides: list[str], gold: list[str], precision: str = "auto") -> list[str]:
     """The `ablate predict` command: returns the lines to print."""
+    from ablate.models.save import saved_scheme
     from ablate.report.ensemble import METHODS, check_aligned
 
     sentences = [s for arg in inputs for s in read_input(arg)]
     with tempfile.TemporaryDirectory(prefix="ablate-models-") as cache:  # downloaded models go when it is done
         folders = _model_folders(model, top, tracking_uri, overrides, Path(cache))
         preds = [predict_folder(f, sentences, precision=precision) for f in folders]
+        scheme = saved_scheme(folders[0])
     if len(preds) > 1:
         check_aligned(preds, [str(f) for f in folders])
-        tags = METHODS[method](preds)
+        tags = METHODS[method](preds, scheme)
     else:
         tags = preds[0]
     lines = [f"wrote {p}" for p in write_predictions(out, sentences, tags)]

@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 
 from ablate.data.encode import Window, batches, collate, stitch
 from ablate.data.readers import Sentence, write_conll
-from ablate.metrics import GenreScores, as_iob2, score, score_genres, score_json
+from ablate.metrics import GenreScores, score, score_genres, score_json
+from ablate.schemes import IOB2, Scheme
 from ablate.results import RunResult
 from ablate.spec.schema import TrainSpec
 
@@ -91,19 +92,20 @@ def predict(model, head, split: Split, id2label: Sequence[str], device, batch_si
     rows = [[id2label[i] for i in row] for row in ids]
     # A BIO-constrained head decodes each window; a window that opens mid-entity (I-X) may meet an O at the
     # stitch: written as B-X (conlleval's own reading, so the scores are unchanged) to keep the files valid.
-    return [as_iob2(r) for r in rows] if getattr(head, "valid_bio", False) else rows
+    return [getattr(head, "scheme", IOB2).repair(r) for r in rows] if getattr(head, "valid_bio", False) else rows
 
 
-def evaluate(sentences: list[Sentence], pred: list[list[str]], prefix: str) -> tuple[dict[str, float], GenreScores]:
-    """Overall (pooled), per-genre, macro-over-genres and per-type scores under `prefix/`."""
+def evaluate(sentences: list[Sentence], pred: list[list[str]], prefix: str,
+             scheme: Scheme = IOB2) -> tuple[dict[str, float], GenreScores]:
+    """Overall (pooled), per-genre, macro-over-genres and per-type scores under `prefix/`, entities in `scheme`."""
     gold = [list(s.tags) for s in sentences]
-    pooled = score(gold, pred)
+    pooled = score(gold, pred, scheme)
     by_genre: dict[str, tuple[list, list]] = {}
     for s, g, p in zip(sentences, gold, pred):
         by_genre.setdefault(s.genre, ([], []))
         by_genre[s.genre][0].append(g)
         by_genre[s.genre][1].append(p)
-    genres = score_genres(dict(sorted(by_genre.items())))
+    genres = score_genres(dict(sorted(by_genre.items())), scheme)
     m = {f"{prefix}/precision": pooled.precision, f"{prefix}/recall": pooled.recall, f"{prefix}/f1": pooled.f1,
          f"{prefix}/macro_f1": genres.macro.f1, f"{prefix}/macro_precision": genres.macro.precision,
          f"{prefix}/macro_recall": genres.macro.recall}
@@ -137,6 +139,7 @@ def train(
     pad_id: int = 0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     extra_final: dict[str, float] | None = None,
+    scheme: Scheme = IOB2,
 ) -> RunResult:
     """Train, keep the best epoch by `s.select_metric`, score test there, write predictions.
 
@@ -192,7 +195,7 @@ def train(
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         dev_pred = predict(model, head, dev, id2label, device, s.eval_batch_size, bf16, pad_id)
-        metrics, _ = evaluate(dev.sentences, dev_pred, "dev")
+        metrics, _ = evaluate(dev.sentences, dev_pred, "dev", scheme)
         metrics.update({
             "epoch": float(epoch),
             "train/loss": loss_sum.item() / max(counted, 1),
@@ -224,10 +227,10 @@ def train(
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     _write_predictions(pred_dir, "dev", dev.sentences, best_dev_pred or [])
-    per_type = {"dev": {g: score_json(sc) for g, sc in evaluate(dev.sentences, best_dev_pred, "dev")[1].genres.items()}}
+    per_type = {"dev": {g: score_json(sc) for g, sc in evaluate(dev.sentences, best_dev_pred, "dev", scheme)[1].genres.items()}}
     if test is not None and test.windows:
         test_pred = predict(model, head, test, id2label, device, s.eval_batch_size, bf16, pad_id)
-        test_metrics, test_genres = evaluate(test.sentences, test_pred, "test")
+        test_metrics, test_genres = evaluate(test.sentences, test_pred, "test", scheme)
         final.update(test_metrics)
         _write_predictions(pred_dir, "test", test.sentences, test_pred)
         per_type["test"] = {g: score_json(sc) for g, sc in test_genres.genres.items()}

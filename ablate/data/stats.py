@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ablate.data.readers import JSONL_SUFFIXES, Sentence, read_corpus
 from ablate.data.tags import Note, Repair, Unknown, repair_tags
-from ablate.metrics import get_entities
+from ablate.schemes import Scheme, resolve
 from ablate.errors import DataError, UserError
 
 LENGTH_LIMITS = (126, 254, 510)  # BERT's 128/256/512 positions less [CLS] and [SEP]
@@ -22,12 +22,25 @@ def parse_source(arg: str, genre: str | None = None) -> tuple[Path, str | None]:
     return Path(arg), genre.lower() if genre else None
 
 
-def load_source(path: Path, genre: str | None, unknown: Unknown = "error") -> tuple[list[Sentence], list[Repair], list[Note]]:
-    """Read and repair one file. A CoNLL file with no genre named takes its file stem as genre."""
+def load_source(path: Path, genre: str | None, unknown: Unknown = "error",
+                scheme: str = "auto") -> tuple[list[Sentence], list[Repair], list[Note], Scheme]:
+    """Read and repair one file in its tag scheme (`auto`: detected from its tags). A CoNLL file with no genre
+    named takes its file stem as genre."""
     if genre is None and path.suffix.lower() not in JSONL_SUFFIXES:
         genre = path.stem.lower()
-    result = repair_tags(read_corpus(path, genre), str(path), unknown)
-    return result.sentences, result.repairs, result.warnings
+    raw = read_corpus(path, genre)
+    try:
+        found = resolve(scheme, (s.tags for s in raw))
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    result = repair_tags(raw, str(path), unknown, found)
+    return result.sentences, result.repairs, result.warnings, found
+
+
+def unit(sentences: list[Sentence]) -> str:
+    """`characters` for a character-level corpus (ROCLING), `tokens` when its tokens are mostly words."""
+    tokens = [t for s in sentences[:2000] for t in s.chars]
+    return "tokens" if tokens and sum(len(t) > 1 for t in tokens) > 0.2 * len(tokens) else "characters"
 
 
 @dataclass
@@ -46,13 +59,13 @@ class CheckResult:
         }
 
 
-def check(args: list[str], genre: str | None = None, unknown: Unknown = "error") -> CheckResult:
+def check(args: list[str], genre: str | None = None, unknown: Unknown = "error", scheme: str = "auto") -> CheckResult:
     """Read every file; collect repairs, warnings and errors instead of stopping at the first."""
     result = CheckResult()
     for arg in args:
         path, g = parse_source(arg, genre)
         try:
-            sents, repairs, warnings = load_source(path, g, unknown)
+            sents, repairs, warnings, found = load_source(path, g, unknown, scheme)
         except DataError as e:
             result.errors.extend(e.problems)
             continue
@@ -60,8 +73,11 @@ def check(args: list[str], genre: str | None = None, unknown: Unknown = "error")
             {
                 "path": str(path),
                 "sentences": len(sents),
-                "characters": sum(len(s) for s in sents),
-                "entities": sum(len(get_entities(s.tags)) for s in sents),
+                "characters": sum(len(s) for s in sents),  # tokens, for a word-level file (see "unit")
+                "unit": unit(sents),
+                "entities": sum(len(found.chunks(s.tags)) for s in sents),
+                "scheme": found.name,
+                "separator": found.sep,
             }
         )
         result.repairs += repairs
@@ -70,7 +86,8 @@ def check(args: list[str], genre: str | None = None, unknown: Unknown = "error")
 
 
 def render_check(result: CheckResult, max_warnings: int = 10) -> str:
-    lines = [f"{f['path']}: {f['sentences']} sentences, {f['characters']} characters, {f['entities']} entities" for f in result.files]
+    lines = [f"{f['path']}: {f['sentences']} sentences, {f['characters']} {f['unit']}, {f['entities']} entities; "
+             f"tags {f['scheme']} with {f['separator']!r}" for f in result.files]
     if result.repairs:
         lines.append(f"\n{len(result.repairs)} tag repairs:")
         lines += [f"  {r}" for r in result.repairs]
@@ -85,28 +102,31 @@ def render_check(result: CheckResult, max_warnings: int = 10) -> str:
     return "\n".join(lines)
 
 
-def stats(args: list[str], genre: str | None = None) -> dict:
+def stats(args: list[str], genre: str | None = None, scheme: str = "auto") -> dict:
     """Entities per genre and type (the paper's Table 2) and sentence-length percentiles."""
     sentences: list[Sentence] = []
+    chunks: dict[int, list] = {}  # id(sentence) -> its entities, each file in its own scheme
     for arg in args:
         path, g = parse_source(arg, genre)
-        sents, _, _ = load_source(path, g)
+        sents, _, _, found = load_source(path, g, scheme=scheme)
         sentences += sents
+        chunks.update({id(s): found.chunks(s.tags) for s in sents})
     if not sentences:
         raise UserError("no sentences to describe")
     genres = sorted({s.genre for s in sentences})
-    types = sorted({t for s in sentences for t, _, _ in get_entities(s.tags)})
+    types = sorted({t for s in sentences for t, _, _ in chunks[id(s)]})
     table = {g: {t: 0 for t in types} for g in genres}
     per_genre = {g: {"sentences": 0, "characters": 0} for g in genres}
     for s in sentences:
         per_genre[s.genre]["sentences"] += 1
         per_genre[s.genre]["characters"] += len(s)
-        for t, _, _ in get_entities(s.tags):
+        for t, _, _ in chunks[id(s)]:
             table[s.genre][t] += 1
     lengths = sorted(len(s) for s in sentences)
     return {
         "sentences": len(sentences),
         "characters": sum(lengths),
+        "unit": unit(sentences),
         "genres": per_genre,
         "entities": table,
         "entity_totals": {t: sum(table[g][t] for g in genres) for t in types},
@@ -131,7 +151,7 @@ def render_stats(st: dict) -> str:
     types = list(st["entity_totals"])
     width = max([6] + [len(t) for t in types])
     head = f"{'type':<{width}}" + "".join(f"{g.upper():>8}" for g in genres) + f"{'total':>8}"
-    lines = [f"{st['sentences']} sentences, {st['characters']} characters", "", head]
+    lines = [f"{st['sentences']} sentences, {st['characters']} {st['unit']}", "", head]
     for t in types:
         lines.append(f"{t:<{width}}" + "".join(f"{st['entities'][g][t]:>8}" for g in genres) + f"{st['entity_totals'][t]:>8}")
     totals = [sum(st["entities"][g].values()) for g in genres]
@@ -139,5 +159,5 @@ def render_stats(st: dict) -> str:
     lines.append(f"{'sent.':<{width}}" + "".join(f"{st['genres'][g]['sentences']:>8}" for g in genres) + f"{st['sentences']:>8}")
     ln = st["lengths"]
     over = ", ".join(f"{ln[f'over_{n}']} > {n}" for n in LENGTH_LIMITS)
-    lines += ["", f"sentence length (characters): mean {ln['mean']}, p50 {ln['p50']}, p95 {ln['p95']}, max {ln['max']}; {over}"]
+    lines += ["", f"sentence length ({st['unit']}): mean {ln['mean']}, p50 {ln['p50']}, p95 {ln['p95']}, max {ln['max']}; {over}"]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""BIO tags: explicit, reported repair of known label noise, warnings, and the label set.
+"""Tags in the corpus's scheme (IOB2 and others: `ablate.schemes`): explicit, reported repair of known label noise, warnings, and the label set.
 
 The ROCLING files carry real noise (`i-CHEM`, `O-SYMP`; the paper met `T-TIME`). Repairs
 are returned as records so the CLI and the run logs can show every one; nothing is silent.
@@ -12,9 +12,9 @@ from typing import Iterable
 
 from ablate.data.readers import Sentence
 from ablate.errors import DataError
+from ablate.schemes import IOB2, Scheme
 from ablate.spec.schema import Unknown
 
-_BIO = re.compile(r"^(?:O|[BI]-\S+)$")
 _PREFIXED = re.compile(r"^([A-Za-z])-(\S+)$")
 # The paper's fixes (i-CHEM -> I-CHEM, T-TIME -> B-TIME) and the 2022 file's O-SYMP -> O.
 _PREFIX_REPAIRS = {"i": "I-", "b": "B-", "T": "B-", "O": None}
@@ -56,33 +56,43 @@ class Repaired:
     warnings: list[Note]
 
 
-def repair_tags(sentences: list[Sentence], path: str, unknown: Unknown = "error") -> Repaired:
-    """Fix known tag noise, warn on I- tags that open an entity, reject anything else.
+MAX_DROPPED_SHARE = 0.02  # --unknown-to-o may drop at most this share of a file's entity tags
 
-    `unknown="O"` turns any other invalid tag into a reported repair to `O` instead of an error.
+
+def repair_tags(sentences: list[Sentence], path: str, unknown: Unknown = "error", scheme: Scheme = IOB2) -> Repaired:
+    """Fix known tag noise, warn on I- tags that open an entity (IOB2), reject anything outside `scheme`.
+
+    `unknown="O"` turns any other invalid tag into a reported repair to `O` instead of an error, unless that
+    would drop more than MAX_DROPPED_SHARE of the file's entity tags, and more than 10 (then the scheme is wrong,
+    not a few tags).
+    The known repairs (i-CHEM, T-TIME, O-SYMP) are the ROCLING files' noise, applied to IOB2 with `-` only.
     """
     repairs: list[Repair] = []
     warnings: list[Note] = []
     problems: list[str] = []
     out: list[Sentence] = []
+    dropped = entity_tags = 0
+    expected = ", ".join(scheme.labels(["TYPE"])[1:])
     for s in sentences:
         tags = list(s.tags)
         for i, tag in enumerate(tags):
-            if _BIO.match(tag):
+            if tag != "O":
+                entity_tags += 1
+            if scheme.parse(tag) is not None:
                 continue
-            fixed = _repair_one(tag)
+            fixed = _repair_one(tag) if scheme == IOB2 else None
             if fixed is None and unknown == "O":
-                fixed = "O"
+                fixed, dropped = "O", dropped + 1
             if fixed is None:
-                problems.append(
-                    f"{path}:{s.char_line(i)}: invalid tag {tag!r} on {s.chars[i]!r} (expected O, B-TYPE or I-TYPE)"
-                )
+                if len(problems) < 1000:
+                    problems.append(f"{path}:{s.char_line(i)}: invalid tag {tag!r} on {s.chars[i]!r} "
+                                    f"(expected O or {expected}: scheme {scheme})")
                 continue
             repairs.append(Repair(path, s.char_line(i), tag, fixed))
             tags[i] = fixed
         prev = "O"
         for i, tag in enumerate(tags):
-            if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+            if scheme == IOB2 and tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
                 warnings.append(
                     Note(path, s.char_line(i), f"{tag} follows {prev}; conlleval starts a new entity here (kept)")
                 )
@@ -90,6 +100,10 @@ def repair_tags(sentences: list[Sentence], path: str, unknown: Unknown = "error"
         out.append(s.with_tags(tags) if tags != list(s.tags) else s)
     if problems:
         raise DataError(problems)
+    if dropped > max(10, MAX_DROPPED_SHARE * entity_tags):
+        raise DataError(f"{path}: --unknown-to-o would turn {dropped:,} of its {entity_tags:,} entity tags "
+                        f"({100 * dropped / entity_tags:.0f}%) into O: they are not {scheme} tags. Name the "
+                        "scheme the file uses (data.scheme: BIOES, BMES_, ...) instead")
     return Repaired(out, repairs, warnings)
 
 
@@ -106,12 +120,9 @@ def entity_types(sentences: Iterable[Sentence]) -> list[str]:
     return sorted({t[2:] for s in sentences for t in s.tags if t != "O"})
 
 
-def label_list(types: Iterable[str]) -> list[str]:
-    """`O` then `B-X`, `I-X` for each type, sorted: label ids are stable across machines."""
-    labels = ["O"]
-    for t in sorted(set(types)):
-        labels += [f"B-{t}", f"I-{t}"]
-    return labels
+def label_list(types: Iterable[str], scheme: Scheme = IOB2) -> list[str]:
+    """`O` then each type's tags in the scheme (IOB2: `B-X`, `I-X`), types sorted: ids stable across machines."""
+    return scheme.labels(types)
 
 
 def unseen_types(train_types: Iterable[str], sentences: Iterable[Sentence], path: str) -> list[Note]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ablate.schemes import IOB2, Scheme
+
 FORBIDDEN = -1e4  # added to forbidden transition scores; exp(-1e4) is 0 in fp32, unlike -inf it keeps grads finite
 
 Constraints = tuple[Tensor, Tensor, Tensor]  # (start (L,), trans (L, L) [from, to], end (L,)), True = allowed
@@ -25,22 +27,56 @@ def _parse(tag: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def allowed_transitions(labels: list[str]) -> Constraints:
-    """BIO constraints: I-X may follow only B-X or I-X (or a tag outside BIO), never the start.
+def allowed_transitions(labels: list[str], scheme: Scheme = IOB2) -> Constraints:
+    """The scheme's constraints. IOB2: I-X may follow only B-X or I-X (or a tag outside BIO), never the start.
+    IOB1: B-X may follow only B-X or I-X. IOBES / BILOU / BMES: an entity is S-X, or B-X I-X* E-X (roles as
+    `Scheme.parse` gives them): after B-X or I-X only I-X or E-X; elsewhere only O, B-* or S-*; the start
+    takes O, B or S and the end follows O, E or S.
 
     Returns (start (L,), trans (L, L) indexed [from, to], end (L,)) bool tensors, True = allowed.
     """
-    parsed = [_parse(tag) for tag in labels]
     n = len(labels)
-    start = torch.tensor([prefix != "I" for prefix, _ in parsed], dtype=torch.bool)
+    if scheme == IOB2:
+        parsed = [_parse(tag) for tag in labels]
+        start = torch.tensor([prefix != "I" for prefix, _ in parsed], dtype=torch.bool)
+        trans = torch.ones(n, n, dtype=torch.bool)
+        for j, (to_prefix, to_type) in enumerate(parsed):
+            if to_prefix != "I":
+                continue
+            for i, (from_prefix, from_type) in enumerate(parsed):
+                if from_prefix == "O" or (from_prefix in ("B", "I") and from_type != to_type):
+                    trans[i, j] = False
+        return start, trans, torch.ones(n, dtype=torch.bool)
+    roles = [scheme.parse(tag) or ("?", "") for tag in labels]
     trans = torch.ones(n, n, dtype=torch.bool)
-    for j, (to_prefix, to_type) in enumerate(parsed):
-        if to_prefix != "I":
-            continue
-        for i, (from_prefix, from_type) in enumerate(parsed):
-            if from_prefix == "O" or (from_prefix in ("B", "I") and from_type != to_type):
-                trans[i, j] = False
-    return start, trans, torch.ones(n, dtype=torch.bool)
+    if scheme.name == "IOB1":
+        for j, (r, t) in enumerate(roles):
+            if r == "B":
+                for i, (fr, ft) in enumerate(roles):
+                    trans[i, j] = fr in ("B", "I") and ft == t or fr == "?"
+        return torch.tensor([r != "B" for r, _ in roles]), trans, torch.ones(n, dtype=torch.bool)
+    for i, (fr, ft) in enumerate(roles):
+        for j, (r, t) in enumerate(roles):
+            if fr == "?" or r == "?":
+                continue
+            trans[i, j] = (r in ("I", "E") and t == ft) if fr in ("B", "I") else r in ("O", "B", "S")
+    start = torch.tensor([r in ("O", "B", "S", "?") for r, _ in roles])
+    end = torch.tensor([r in ("O", "E", "S", "?") for r, _ in roles])
+    return start, trans, end
+
+
+def begin_ids(labels: list[str], scheme: Scheme = IOB2) -> Tensor:
+    """Each tag id -> the tag that opens an entity where it cannot continue one (I-X -> B-X; in the strict schemes
+    also E-X -> S-X); the others map to themselves. `repair_gold` reads an impossible gold tag this way."""
+    index = {t: i for i, t in enumerate(labels)}
+    out = []
+    for i, tag in enumerate(labels):
+        parsed = scheme.parse(tag)
+        opener = None
+        if parsed and scheme.name != "IOB1":
+            opener = {"I": "B", "E": "S"}.get(parsed[0]) if scheme.strict else ("B" if parsed[0] == "I" else None)
+        out.append(index.get(scheme.tag(opener, parsed[1]), i) if opener else i)
+    return torch.tensor(out)
 
 
 def _penalties(num_tags: int, constraints: Constraints | None) -> list[Tensor]:

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ablate.losses import build_loss
-from ablate.models.crf import CRF, allowed_transitions, constrained_decode, repair_gold
+from ablate.models.crf import CRF, allowed_transitions, begin_ids, constrained_decode, repair_gold
+from ablate.schemes import IOB2, Scheme
 from ablate.spec.schema import IGNORE_INDEX
 
 
@@ -46,10 +47,10 @@ class Head(Protocol):
 class LinearHead(nn.Module):
     """Per-token loss on the model's logits; argmax, or BIO-constrained Viterbi when `constraints` are given."""
 
-    def __init__(self, loss_fn: nn.Module, constraints=None):
+    def __init__(self, loss_fn: nn.Module, constraints=None, scheme: Scheme = IOB2):
         super().__init__()
-        self.loss_fn, self.constraints, self.lr_scale = loss_fn, constraints, {}
-        self.valid_bio = constraints is not None  # predictions are repaired to IOB2 after stitching
+        self.loss_fn, self.constraints, self.lr_scale, self.scheme = loss_fn, constraints, {}, scheme
+        self.valid_bio = constraints is not None  # predictions are repaired to valid tags of the scheme after stitching
 
     def loss(self, output, batch: dict) -> torch.Tensor:
         return self.loss_fn(output.logits.float(), batch["labels"])  # (batch, seq, labels) -> scalar, fp32
@@ -60,20 +61,14 @@ class LinearHead(nn.Module):
         return constrained_decode(output.logits, batch["predict_mask"], self.constraints, batch.get("free_start"))
 
 
-def _begin_ids(labels: Sequence[str]) -> torch.Tensor:
-    """Each tag id -> the id of its B- tag (I-X -> B-X; others themselves)."""
-    index = {t: i for i, t in enumerate(labels)}
-    return torch.tensor([index.get("B" + t[1:], i) if t[:1] == "I" and t[1:2] in "-_" else i for i, t in enumerate(labels)])
-
-
 class _CRFLoss(nn.Module):
     """The CRF, its constraints, and the loss: summed sequence NLL over the labelled positions' count."""
 
-    def __init__(self, labels: Sequence[str]):
+    def __init__(self, labels: Sequence[str], scheme: Scheme = IOB2):
         super().__init__()
-        self.constraints = allowed_transitions(list(labels))
+        self.constraints = allowed_transitions(list(labels), scheme)
         self.crf = CRF(len(labels), self.constraints)
-        self.register_buffer("begin", _begin_ids(labels), persistent=False)
+        self.register_buffer("begin", begin_ids(list(labels), scheme), persistent=False)
 
     def loss(self, emissions: torch.Tensor, batch: dict) -> torch.Tensor:
         labels, free = batch["labels"], batch.get("free_start")
@@ -88,10 +83,10 @@ class _CRFLoss(nn.Module):
 class CRFHead(nn.Module):
     """A linear-chain CRF over the model's logits (the classifier's emissions)."""
 
-    def __init__(self, labels: Sequence[str], lr_multiplier: float):
+    def __init__(self, labels: Sequence[str], lr_multiplier: float, scheme: Scheme = IOB2):
         super().__init__()
-        self.chain = _CRFLoss(labels)
-        self.lr_scale, self.valid_bio = {"chain.crf.": lr_multiplier}, True
+        self.chain = _CRFLoss(labels, scheme)
+        self.lr_scale, self.valid_bio, self.scheme = {"chain.crf.": lr_multiplier}, True, scheme
 
     def loss(self, output, batch: dict) -> torch.Tensor:
         return self.chain.loss(output.logits, batch)
@@ -107,14 +102,14 @@ class BiLSTMCRFHead(nn.Module):
     backward direction, so a window's prediction does not depend on what it was batched with.
     """
 
-    def __init__(self, hidden_size: int, labels: Sequence[str], lstm, lr_multiplier: float):
+    def __init__(self, hidden_size: int, labels: Sequence[str], lstm, lr_multiplier: float, scheme: Scheme = IOB2):
         super().__init__()
         self.lstm = nn.LSTM(hidden_size, lstm.hidden, num_layers=lstm.layers, bidirectional=True, batch_first=True,
                             dropout=lstm.dropout if lstm.layers > 1 else 0.0)
         self.dropout = nn.Dropout(lstm.dropout)
         self.emissions = nn.Linear(2 * lstm.hidden, len(labels))
-        self.chain = _CRFLoss(labels)
-        self.lr_scale, self.valid_bio = {"chain.crf.": lr_multiplier}, True
+        self.chain = _CRFLoss(labels, scheme)
+        self.lr_scale, self.valid_bio, self.scheme = {"chain.crf.": lr_multiplier}, True, scheme
 
     def _emissions(self, output, batch: dict) -> torch.Tensor:
         x = output.logits  # (batch, seq, hidden): the encoder output after the model's dropout
@@ -132,22 +127,22 @@ class BiLSTMCRFHead(nn.Module):
         return self.chain.decode(self._emissions(output, batch), batch)
 
 
-def _linear(model, spec, labels: Sequence[str], label_counts: Sequence[int]):
-    constraints = allowed_transitions(list(labels)) if spec.train.decode == "constrained" else None
-    return model, LinearHead(build_loss(spec.loss, len(labels), spec.train, label_counts), constraints)
+def _linear(model, spec, labels: Sequence[str], label_counts: Sequence[int], scheme: Scheme):
+    constraints = allowed_transitions(list(labels), scheme) if spec.train.decode == "constrained" else None
+    return model, LinearHead(build_loss(spec.loss, len(labels), spec.train, label_counts), constraints, scheme)
 
 
-def _crf(model, spec, labels: Sequence[str], label_counts: Sequence[int]):
-    return model, CRFHead(labels, spec.train.head.crf.lr_multiplier)
+def _crf(model, spec, labels: Sequence[str], label_counts: Sequence[int], scheme: Scheme):
+    return model, CRFHead(labels, spec.train.head.crf.lr_multiplier, scheme)
 
 
-def _bilstm_crf(model, spec, labels: Sequence[str], label_counts: Sequence[int]):
+def _bilstm_crf(model, spec, labels: Sequence[str], label_counts: Sequence[int], scheme: Scheme):
     model.classifier = nn.Identity()  # every token-classification model here names its emission layer `classifier`
     h = spec.train.head
-    return model, BiLSTMCRFHead(model.config.hidden_size, labels, h.lstm, h.crf.lr_multiplier)
+    return model, BiLSTMCRFHead(model.config.hidden_size, labels, h.lstm, h.crf.lr_multiplier, scheme)
 
 
-# Name -> builder(model, run spec, labels, training label counts) -> (model, head). Called before LoRA wraps
+# Name -> builder(model, run spec, labels, training label counts, tag scheme) -> (model, head). Called before LoRA wraps
 # the model, so a head that changes the model's last layer does so on the plain transformers model.
 HEADS: dict[str, Callable] = {
     "linear": _linear,
@@ -156,8 +151,8 @@ HEADS: dict[str, Callable] = {
 }
 
 
-def build_head(name: str, model, spec, labels: Sequence[str], label_counts: Sequence[int]):
+def build_head(name: str, model, spec, labels: Sequence[str], label_counts: Sequence[int], scheme: Scheme = IOB2):
     """The model (possibly adapted) and the head called `name` (a key of HEADS) for one cell."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; known: {', '.join(HEADS)}")
-    return HEADS[name](model, spec, labels, label_counts)
+    return HEADS[name](model, spec, labels, label_counts, scheme)

@@ -24,16 +24,19 @@ def save_cell_model(folder: Path, model, tokenizer, head, spec, labels: list[str
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lora = spec.finetune == "lora"
+    sch = getattr(head, "scheme", None)
+    scheme = f"{sch.name}{sch.sep}" if sch is not None else "IOB2-"  # how predictions are repaired after loading
     if lora:
         model.save_pretrained(str(folder / "adapter"))  # the adapter and the trained emission layer
     if not lora or spec.train.save_model == "merged":
         plain = model.merge_and_unload() if lora else model
         plain.config.ablate_head, plain.config.ablate_decode = spec.head, spec.train.decode
-        plain.config.ablate_max_length = spec.data.max_length
+        plain.config.ablate_max_length, plain.config.ablate_scheme = spec.data.max_length, scheme
         plain.save_pretrained(str(folder))
     else:  # adapter only: the folder still names its labels and head, for `ablate predict`
         cfg = model.base_model.model.config if hasattr(model, "base_model") else model.config
         cfg.ablate_head, cfg.ablate_decode, cfg.ablate_max_length = spec.head, spec.train.decode, spec.data.max_length
+        cfg.ablate_scheme = scheme
         cfg.save_pretrained(str(folder / "adapter"))
     tokenizer.model_max_length = spec.data.max_length  # windows of this many sub-tokens, as in training
     tokenizer.save_pretrained(str(folder))
@@ -119,17 +122,33 @@ def _saved_head(folder: Path, name: str, model, config, labels: list[str]):
     from ablate.models.heads import BiLSTMCRFHead, CRFHead, LinearHead
     from ablate.spec.schema import LstmSpec
 
+    from ablate.schemes import parse_declared
+
+    scheme = parse_declared(getattr(config, "ablate_scheme", "IOB2-"))  # folders saved before schemes: IOB2
     if name == "linear":
         constrained = getattr(config, "ablate_decode", "argmax") == "constrained"
-        return LinearHead(CrossEntropyLoss(), allowed_transitions(labels) if constrained else None)
+        return LinearHead(CrossEntropyLoss(), allowed_transitions(labels, scheme) if constrained else None, scheme)
     state = torch.load(folder / HEAD_FILE, map_location="cpu")
     if name == "crf":
-        head = CRFHead(labels, 1.0)
+        head = CRFHead(labels, 1.0, scheme)
     else:
         weight = state["lstm.weight_ih_l0"]  # (4 * hidden, input): the LSTM's size, read back from its weights
         layers = sum(1 for k in state if k.startswith("lstm.weight_ih_l") and not k.endswith("_reverse"))
-        head = BiLSTMCRFHead(weight.shape[1], labels, LstmSpec(hidden=weight.shape[0] // 4, layers=layers), 1.0)
+        head = BiLSTMCRFHead(weight.shape[1], labels, LstmSpec(hidden=weight.shape[0] // 4, layers=layers), 1.0, scheme)
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         inner.classifier = torch.nn.Identity()
     head.load_state_dict(state, strict=False)  # focal alpha etc. of a linear head: not needed to predict
     return head
+
+
+def saved_scheme(folder: Path):
+    """The tag scheme a saved folder's labels are in (`config.ablate_scheme`; IOB2 for folders without it)."""
+    import json
+
+    from ablate.schemes import parse_declared
+
+    folder = Path(folder)
+    for config in (folder / "config.json", folder / "adapter" / "config.json"):
+        if config.exists():
+            return parse_declared(json.loads(config.read_text(encoding="utf-8")).get("ablate_scheme", "IOB2-"))
+    return parse_declared("IOB2-")

@@ -153,16 +153,19 @@ def make_ensemble(place, k: int, method: str, by: str = "dev/macro_f1", out: Pat
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     pairs = {}
+    from ablate.schemes import detect
+
+    scheme = detect([s.tags for g in genres for s in files[0][g][0]])[0]  # the gold's own scheme
     try:
         for g in genres:
             gold = files[0][g][0]
             models = [f[g][1] for f in files]
             check_aligned(models, members)
-            tags = METHODS[method](models)
+            tags = METHODS[method](models, scheme)
             write_conll(gold, tmp / f"test_{g}.txt", tags=tags)  # the official 2-column file
             write_conll(gold, tmp / f"test_{g}.conll", tags=[[f"{t} {p}" for t, p in zip(s.tags, row)] for s, row in zip(gold, tags)])
             pairs[g] = ([list(s.tags) for s in gold], tags)
-        scores = score_genres(pairs)
+        scores = score_genres(pairs, scheme)
         (tmp / "scores.json").write_text(json.dumps({"members": members, "run_ids": list(chosen["run_id"]),
                                                      "by": by, "method": method, "k": k,
                                                      "macro_f1": scores.macro.f1,

@@ -2,7 +2,7 @@
 per character (a majority vote) or per entity (kept when more than half the members predict it).
 
 Pure functions over tag sequences: one model's predictions are a list of sentences, each a list of tags,
-all models aligned on the same sentences. Outputs are valid IOB2 and read the same under conlleval.
+all models aligned on the same sentences. Outputs are valid tags of the corpus's scheme (IOB2 by default).
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from ablate.errors import UserError
-from ablate.metrics import as_iob2 as repair_bio  # noqa: F401 - the repair the votes apply
-from ablate.metrics import get_entities
+from ablate.schemes import IOB2, Scheme
+
+
+def repair_bio(tags: list[str], scheme: Scheme = IOB2) -> list[str]:
+    """The repair the votes apply: the same entities written as valid tags of the scheme."""
+    return scheme.repair(tags)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +45,7 @@ def _check(models: list[Predictions]) -> None:
     check_aligned(models, [f"model {i + 1}" for i in range(len(models))])
 
 
-def vote(models: list[Predictions]) -> Predictions:
+def vote(models: list[Predictions], scheme: Scheme = IOB2) -> Predictions:
     """Per-character majority vote, ties broken by the order of `models` (the first, the best by dev, wins),
     then repair_bio.
 
@@ -51,15 +55,15 @@ def vote(models: list[Predictions]) -> Predictions:
     _check(models)
     out: Predictions = []
     for sents in zip(*models):
-        columns = zip(*(repair_bio(list(s)) for s in sents))
+        columns = zip(*(repair_bio(list(s), scheme) for s in sents))
         # Counter keeps first-seen order and max() returns the first maximum: the earliest model wins a tie.
-        out.append(repair_bio([max(Counter(col).items(), key=lambda kv: kv[1])[0] for col in columns]))
+        out.append(repair_bio([max(Counter(col).items(), key=lambda kv: kv[1])[0] for col in columns], scheme))
     return out
 
 
-def entity_vote(models: list[Predictions]) -> Predictions:
+def entity_vote(models: list[Predictions], scheme: Scheme = IOB2) -> Predictions:
     """Entity-level vote: keep each (type, start, end) that more than half of the models predict, written
-    back as B-/I- tags with O elsewhere.
+    back in the scheme's tags with O elsewhere.
 
     Kept entities never overlap: one model's chunks are disjoint, so no model votes for two overlapping
     entities and their votes sum to at most len(models); both above half would sum to more.
@@ -68,12 +72,10 @@ def entity_vote(models: list[Predictions]) -> Predictions:
     n = len(models)
     out: Predictions = []
     for sents in zip(*models):
-        votes = Counter(e for s in sents for e in set(get_entities(list(s))))
-        tags = ["O"] * len(sents[0])
-        for type_, start, end in sorted(e for e, c in votes.items() if 2 * c > n):
-            assert all(t == "O" for t in tags[start:end + 1]), "kept entities overlap (see the docstring's proof)"
-            tags[start:end + 1] = [f"B-{type_}"] + [f"I-{type_}"] * (end - start)
-        out.append(tags)
+        votes = Counter(e for s in sents for e in set(scheme.chunks(list(s))))
+        kept = sorted((e for e, c in votes.items() if 2 * c > n), key=lambda e: (e[1], e[2]))
+        assert all(a[2] < b[1] for a, b in zip(kept, kept[1:])), "kept entities overlap (see the docstring's proof)"
+        out.append(scheme.write(kept, len(sents[0])))
     return out
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ablate.errors import UserError
 from ablate.metrics import macro, score
+from ablate.schemes import IOB2, Scheme, detect
 from ablate.report.cells import (apply_where, axis_text, best_cells, check_axes, groups, resolve_rows,
                                  status_counts, status_text)
 from ablate.spec.report import TableSpec
@@ -48,7 +49,23 @@ _LETTER = {"O": 0, "B": 1, "I": 2, "E": 3, "S": 4, ".": 5}  # any other first le
 class NotComparable(UserError):
     """A `compare:` axis without exactly two values among the cells (e.g. a grid narrowed with --set)."""
 
-def entities(seqs: Sequence[Sequence[str]]) -> set[tuple[str, int, int]]:
+def scheme_of(gold: Sequence[Sequence[str]]) -> Scheme:
+    """The tag scheme of gold sentences (IOB2 for the ROCLING files): what the report chunks in."""
+    return detect(gold)[0]
+
+
+def entities(seqs: Sequence[Sequence[str]], scheme: Scheme | None = None) -> set[tuple[str, int, int]]:
+    """`_conll_entities` for IOB2; in another scheme the same joined offsets from `Scheme.chunks` per sentence."""
+    if scheme is None or scheme == IOB2:
+        return _conll_entities(seqs)
+    out, offset = set(), 0
+    for s in seqs:
+        out |= {(t, offset + a, offset + b) for t, a, b in scheme.chunks(list(s))}
+        offset += len(s) + 1
+    return out
+
+
+def _conll_entities(seqs: Sequence[Sequence[str]]) -> set[tuple[str, int, int]]:
     """conlleval's entities (type, first, last) of sentences joined with one "O" after each.
 
     Exactly seqeval's `get_entities` in its default mode (the chunker `ablate.metrics.score` uses) on
@@ -77,15 +94,17 @@ def entities(seqs: Sequence[Sequence[str]]) -> set[tuple[str, int, int]]:
     return {(names[prev_typ[i]], int(last_start[i - 1]), int(i - 1)) for i in ends.tolist()}
 
 
-def sentence_counts(pairs: Pairs, gold: set | None = None) -> np.ndarray:
+def sentence_counts(pairs: Pairs, gold: set | None = None, scheme: Scheme | None = None) -> np.ndarray:
     """(sentences, 3) array of correct, found and gold entities per sentence, as conlleval counts them.
 
-    gold: `entities` of the gold tags when already known (they are the same for every arm).
+    gold: `entities` of the gold tags when already known (they are the same for every arm). scheme: the gold's
+    (detected when not given).
     """
     lengths = np.array([len(g) + 1 for g, _ in pairs], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(pairs) else np.zeros(0, np.int64)
-    gold = entities([g for g, _ in pairs]) if gold is None else gold
-    pred = entities([p for _, p in pairs])
+    scheme = scheme or scheme_of([g for g, _ in pairs])
+    gold = entities([g for g, _ in pairs], scheme) if gold is None else gold
+    pred = entities([p for _, p in pairs], scheme)
     out = np.zeros((len(pairs), 3), dtype=np.float64)
     for j, found in enumerate((gold & pred, pred, gold)):
         where = np.searchsorted(starts, np.array([e[1] for e in found], dtype=np.int64), side="right") - 1
@@ -153,7 +172,8 @@ def bootstrap_counts(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], s
 
 def macro_f1(pairs_by_genre: Mapping[str, Pairs]) -> float:
     """Macro F1 over genres with `ablate.metrics` directly (the bootstrap's observed value must equal it)."""
-    scores = {g: score([list(x[0]) for x in p], [list(x[1]) for x in p]) for g, p in pairs_by_genre.items()}
+    scheme = scheme_of([x[0] for p in pairs_by_genre.values() for x in p])
+    scores = {g: score([list(x[0]) for x in p], [list(x[1]) for x in p], scheme) for g, p in pairs_by_genre.items()}
     return macro(scores).f1
 
 
@@ -184,18 +204,19 @@ def _load(predictions: Predictions, cell, split: str, cache: dict):
             got = predictions(run, split)
         except (LookupError, OSError):  # the tracking layer's "no such artifact"
             got = None
-        cache[run, split] = (got, {g: sentence_counts(p, _gold(cache, split, g, p)) for g, p in got.items()}
+        cache[run, split] = (got, {g: sentence_counts(p, *_gold(cache, split, g, p)) for g, p in got.items()}
                              ) if got else None
     return cache[run, split]
 
 
-def _gold(cache: dict, split: str, genre: str, pairs: Pairs) -> set:
+def _gold(cache: dict, split: str, genre: str, pairs: Pairs) -> tuple[set, Scheme]:
     # Every arm has the same gold tags: chunk them once per split and genre (and check they are the same).
     tags = [list(g) for g, _ in pairs]
     known = cache.setdefault("gold", {}).get((split, genre))
     if known is None or known[0] != tags:
-        known = cache["gold"][split, genre] = (tags, entities(tags))
-    return known[1]
+        scheme = scheme_of(tags)
+        known = cache["gold"][split, genre] = (tags, entities(tags, scheme), scheme)
+    return known[1], known[2]
 
 
 def _p_text(p: float) -> str:

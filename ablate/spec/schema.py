@@ -23,7 +23,8 @@ IGNORE_INDEX = -100  # the label id of positions no loss or score counts (contin
 CELL_AXES = ("backbone", "finetune", "loss", "head")  # axes that are RunSpec fields; every other axis is a TrainSpec field
 # Fields added after run_ids were first published: hashed only when they differ from these defaults, so
 # every cell that existed before keeps its run_id (and stays FINISHED). Paths into RunSpec.model_dump().
-HASHED_UNLESS_DEFAULT: dict[tuple[str, ...], Any] = {("head",): "linear", ("train", "decode"): "argmax"}
+HASHED_UNLESS_DEFAULT: dict[tuple[str, ...], Any] = {("head",): "linear", ("train", "decode"): "argmax",
+                                                     ("data", "scheme"): "auto"}
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -188,6 +189,8 @@ class DataSpec(BaseModel):
     test: list[FileSpec] = []
     unknown_tags: Unknown = "error"
     max_length: int = Field(128, ge=4)
+    # The tag scheme: `auto` (from the training tags) or declared, with its separator if not `-` (`BMES_`).
+    scheme: str = Field("auto", pattern=r"(?i)^(auto|(BIO|IOB|IOB1|IOB2|BIOES|IOBES|BILOU|BMES)[-_]?)$")
 
     def resolve(self, path: Path) -> Path:
         """An absolute path for a file path of this spec (no symlink resolution, no disk access)."""
