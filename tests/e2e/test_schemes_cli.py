@@ -1,0 +1,71 @@
+"""Corpora in other tag schemes through the real CLI: a BMES corpus with `_` separators and a `B_x` IOB2 corpus
+(character-level, from the demo corpus) go through `data check`, `run` (linear and CRF heads) and `report`, and
+their predictions are written in their own tags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import ablate, tiny_study
+
+
+def _convert(tags: list[str], scheme: str) -> list[str]:
+    """IOB2 `B-X` tags -> BMES with `_` (B_X M_X E_X, S_X) or IOB2 with `_`."""
+    if scheme == "IOB2_":
+        return [t if t == "O" else t[0] + "_" + t[2:] for t in tags]
+    out = []
+    for i, t in enumerate(tags):
+        if t == "O":
+            out.append(t)
+            continue
+        nxt = tags[i + 1] if i + 1 < len(tags) else "O"
+        ends = nxt != "I-" + t[2:]
+        role = ("S" if ends else "B") if t[0] == "B" else ("E" if ends else "M")
+        out.append(f"{role}_{t[2:]}")
+    return out
+
+
+@pytest.mark.parametrize("scheme,expected", [("BMES_", "BMES with '_'"), ("IOB2_", "IOB2 with '_'")])
+def test_a_corpus_in_its_own_scheme_checks_trains_reports_and_predicts_in_its_tags(tmp_path, scheme, expected):
+    study = tiny_study(tmp_path, grid={"head": ["linear", "crf"], "lr": [3.0e-3]}, epochs=2)
+    for split in ("train", "dev", "test"):
+        path = tmp_path / "data" / f"{split}.jsonl"
+        recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for r in recs:
+            r["character_label"] = _convert(r["character_label"], scheme)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+
+    r = ablate("data", "check", tmp_path / "data" / "train.jsonl", cwd=tmp_path)
+    assert r.returncode == 0 and expected in r.stdout, r.stdout + r.stderr
+    r = ablate("run", study, "--no-display", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = ablate("report", study, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    cells = client.search_runs([exp.experiment_id], "tags.`ablate.role` = 'cell'")
+    assert len(cells) == 2 and all(c.info.status == "FINISHED" for c in cells)
+    assert {c.data.tags["ablate.ran.scheme"] for c in cells} == {scheme if scheme != "IOB2_" else "IOB2_"}
+    for c in cells:
+        folder = client.download_artifacts(c.info.run_id, "predictions", str(tmp_path / c.info.run_id))
+        tags = {line.split(" ")[-1] for p in __import__("pathlib").Path(folder).glob("test_*.conll")
+                for line in p.read_text(encoding="utf-8").splitlines() if line.strip()}
+        assert tags <= {"O"} | {f"{p}_{t}" for p in "BMESI" for t in
+                                 "BODY SYMP INST EXAM CHEM DISE DRUG SUPP TREAT TIME".split()}, tags
+        assert not any("-" in t for t in tags)  # written in the corpus's own separator
+
+
+def test_a_declared_scheme_the_tags_do_not_follow_is_one_message(tmp_path):
+    study = tiny_study(tmp_path)
+    raw = yaml.safe_load(study.read_text(encoding="utf-8"))
+    raw["data"]["scheme"] = "BMES"
+    study.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    r = ablate("run", study, "--no-display", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "invalid tag 'I-" in r.stderr and "BMES" in r.stderr, r.stderr
