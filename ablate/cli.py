@@ -128,10 +128,20 @@ def data_demo(
     out_dir: Path = typer.Argument(..., help="Folder to write the synthetic corpus into."),
     sentences: int = typer.Option(1200, min=30, help="Sentences in all (train/dev/test 70/15/15)."),
     seed: int = typer.Option(0),
+    words: bool = typer.Option(False, "--words", help="Instead: an English-like word-level corpus, CoNLL "
+                               "`word POS NER` with -DOCSTART- lines, tags in BIOES with `_` (B_disease)."),
 ) -> None:
-    """Write the synthetic Traditional-Chinese healthcare NER corpus (the offline default)."""
-    from ablate.data.demo import make_demo_corpus
+    """Write the synthetic Traditional-Chinese healthcare NER corpus (the offline default), or a word-level one."""
     from ablate.data.stats import render_stats, stats
+
+    if words:
+        from ablate.data.demo_words import make_words_corpus
+
+        paths = make_words_corpus(out_dir, sentences=sentences, seed=seed)
+        typer.echo(f"wrote {len(paths)} files to {out_dir}")
+        typer.echo(render_stats(stats([f"{paths['train.conll']}:med"])))
+        return
+    from ablate.data.demo import make_demo_corpus
 
     paths = make_demo_corpus(out_dir, sentences=sentences, seed=seed)
     typer.echo(f"wrote {len(paths)} files to {out_dir}")

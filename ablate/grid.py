@@ -102,6 +102,8 @@ def run_id(spec: RunSpec, data_hashes: dict[str, str]) -> str:
         if payload["train"][group] == {}:
             del payload["train"][group]
     bb = payload["backbone_spec"]
+    if bb.get("vocab_size") is None:  # unset: hashed as before the field existed
+        bb.pop("vocab_size", None)
     if bb.get("pretrain") is None:  # a backbone without pretraining hashes as before the field existed
         bb.pop("pretrain", None)
     else:  # its text files enter by content, as data files do

@@ -187,8 +187,8 @@ def test_backbone_entries_serialise_as_they_always_have(data):
     runs = expand(study(data, {"backbone": ["bert", "small"]}, backbones={"bert": {"scratch": "bert"}, "small": small}))
     forms = {r.backbone: r.model_dump(mode="json")["backbone_spec"] for r in runs}
     none = dict.fromkeys(("hidden", "layers", "heads", "intermediate"))
-    assert forms["bert"] == {"pretrained": None, "scratch": "bert", "shape": "tiny", "pretrain": None, **none}
-    assert forms["small"] == {"pretrained": None, "shape": None, "pretrain": None, **small}  # run_id drops pretrain: None
+    assert forms["bert"] == {"pretrained": None, "scratch": "bert", "shape": "tiny", "pretrain": None, "vocab_size": None, **none}
+    assert forms["small"] == {"pretrained": None, "shape": None, "pretrain": None, "vocab_size": None, **small}  # run_id drops pretrain: None
 
 
 def test_pretraining_is_hashed_into_run_ids_text_files_by_content(data, tmp_path):

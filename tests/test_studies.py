@@ -28,6 +28,7 @@ CELLS = {
     "epoch_curve": 18,    # Fig. 4: 3 backbones x full/lora x 5/10/20 epochs
     "rocling_scratch": 64,  # 3 tiny scratch backbones + bert-tiny-mlm x full/lora x (linear x ce/focal + crf + bilstm-crf) x 2 lr
     "heads": 27,          # 3 backbones x linear/crf/bilstm-crf x 3 seeds
+    "words_demo": 2,      # word-level BIOES_ corpus: linear vs crf head
 }
 HUB_STUDIES = ["lora_vs_full", "backbones", "focal_vs_ce", "lr_curve", "epoch_curve", "heads"]
 PAPER_NAMES = {"hfl/chinese-bert-wwm-ext", "hfl/chinese-roberta-wwm-ext-large",
@@ -48,10 +49,20 @@ def demo_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def words_root(tmp_path_factory) -> Path:
+    from ablate.data.demo_words import make_words_corpus
+
+    root = tmp_path_factory.mktemp("words")
+    make_words_corpus(root, sentences=60, seed=0)
+    return root
+
+
 @pytest.fixture
-def root_for(request, demo_root):
-    """The data folder of a study: the demo corpus for the quickstart, the real ROCLING files otherwise."""
-    return lambda name: demo_root if name == "quickstart" else request.getfixturevalue("rocling")
+def root_for(request, demo_root, words_root):
+    """The data folder of a study: the demo corpora for the quickstart and words_demo, the real ROCLING files otherwise."""
+    local = {"quickstart": demo_root, "words_demo": words_root}
+    return lambda name: local[name] if name in local else request.getfixturevalue("rocling")
 
 
 def _load(name: str, root: Path):

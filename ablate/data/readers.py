@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,15 @@ class Sentence:
 
     def with_tags(self, tags: tuple[str, ...] | list[str]) -> "Sentence":
         return Sentence(self.id, self.genre, self.chars, tuple(tags), self.line, self.line_per_char, self.words)
+
+
+def word_level(sentences: Iterable[Iterable[str]]) -> bool:
+    """True when a corpus's tokens are mostly words (more than a fifth longer than one character), not characters."""
+    n = multi = 0
+    for s in sentences:
+        for t in s:
+            n, multi = n + 1, multi + (len(t) > 1)
+    return n > 0 and multi > 0.2 * n
 
 
 def _read_text(path: Path) -> str:

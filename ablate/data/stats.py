@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablate.data.readers import JSONL_SUFFIXES, Sentence, read_corpus
+from ablate.data.readers import JSONL_SUFFIXES, Sentence, read_corpus, word_level
 from ablate.data.tags import Note, Repair, Unknown, repair_tags
 from ablate.schemes import Scheme, resolve
 from ablate.errors import DataError, UserError
@@ -39,8 +39,7 @@ def load_source(path: Path, genre: str | None, unknown: Unknown = "error",
 
 def unit(sentences: list[Sentence]) -> str:
     """`characters` for a character-level corpus (ROCLING), `tokens` when its tokens are mostly words."""
-    tokens = [t for s in sentences[:2000] for t in s.chars]
-    return "tokens" if tokens and sum(len(t) > 1 for t in tokens) > 0.2 * len(tokens) else "characters"
+    return "tokens" if word_level(s.chars for s in sentences[:2000]) else "characters"
 
 
 @dataclass

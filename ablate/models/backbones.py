@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ablate.data.readers import word_level
 from ablate.errors import UserError
 from ablate.spec.backbone import MAX_POSITIONS, BackboneSpec
 from ablate.spec.schema import Finetune, LoraSpec
@@ -72,6 +73,33 @@ def build_char_tokenizer(sentences_chars: Iterable[Iterable[str]], out_dir: Path
         strip_accents=False,
         model_max_length=MAX_POSITIONS,
     )
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+WORD_VOCAB = 8000  # a scratch backbone's WordPiece vocabulary on word-level data, unless `vocab_size` says
+
+
+def build_wordpiece_tokenizer(sentences: Iterable[Iterable[str]], out_dir: Path, vocab_size: int = WORD_VOCAB) -> Path:
+    """A BERT WordPiece tokenizer whose vocabulary is trained (`tokenizers`' WordPieceTrainer) on the training
+    tokens; return its folder. The specials come first, in SPECIAL_TOKENS order, as for the character one."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+                                                lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1,
+                                        show_progress=False)
+    tok.train_from_iterator((" ".join(s) for s in sentences), trainer)
+    vocab = tok.get_vocab()
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=False,
+                                  tokenize_chinese_chars=True, strip_accents=False, model_max_length=MAX_POSITIONS)
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
 
@@ -163,7 +191,11 @@ def prepare_backbone(
     """What to give `load_model`: the hub id / folder, or a scratch backbone built under `work_dir`."""
     if spec.pretrained is not None:
         return spec.pretrained
-    tokenizer_dir = build_char_tokenizer(sentences_chars, Path(work_dir) / "tokenizer")
+    sentences_chars = [list(s) for s in sentences_chars]
+    if word_level(sentences_chars):  # words: a sub-word vocabulary, or nearly every word would be [UNK]
+        tokenizer_dir = build_wordpiece_tokenizer(sentences_chars, Path(work_dir) / "tokenizer", spec.vocab_size or WORD_VOCAB)
+    else:
+        tokenizer_dir = build_char_tokenizer(sentences_chars, Path(work_dir) / "tokenizer")
     return str(save_scratch_backbone(spec, tokenizer_dir, Path(work_dir) / "backbone", seed=seed))
 
 
@@ -178,7 +210,8 @@ def resolve_backbone(b: BackboneSpec, sentences_chars: list[Iterable[str]], cach
         return b.pretrained
     sentences_chars = [list(c) for c in sentences_chars]
     chars = sorted({c for s in sentences_chars for c in s})
-    key = hashlib.sha256(json.dumps([b.model_dump(mode="json"), chars], ensure_ascii=False).encode()).hexdigest()[:16]
+    unset = {k for k in ("pretrain", "vocab_size") if getattr(b, k) is None}  # as before these fields existed
+    key = hashlib.sha256(json.dumps([b.model_dump(mode="json", exclude=unset), chars], ensure_ascii=False).encode()).hexdigest()[:16]
     folder = cache / "backbones" / key
     if (folder / "backbone" / "config.json").exists():
         return str(folder / "backbone")

@@ -95,6 +95,8 @@ class BackboneSpec(BaseModel):
     heads: int | None = Field(None, gt=0)
     intermediate: int | None = Field(None, gt=0)
     pretrain: PretrainSpec | None = None  # masked-LM training first (run_ids hash it only when set)
+    # scratch on word-level data: the WordPiece vocabulary size (default 8,000; character corpora keep every character)
+    vocab_size: int | None = Field(None, ge=16)
 
     @model_validator(mode="before")
     @classmethod
@@ -109,7 +111,7 @@ class BackboneSpec(BaseModel):
         if (self.pretrained is None) == (self.scratch is None):
             raise ValueError("give exactly one of `pretrained` (hub id or folder) or `scratch` (an architecture)")
         if self.pretrained is not None:
-            sized = [k for k in ("shape", *_DIMS) if getattr(self, k) is not None]
+            sized = [k for k in ("shape", *_DIMS, "vocab_size") if getattr(self, k) is not None]
             if sized:
                 raise ValueError(f"{', '.join(sized)} only apply to `scratch` backbones; a checkpoint has its own size")
             if not self.pretrained.strip():

@@ -69,3 +69,37 @@ def test_a_declared_scheme_the_tags_do_not_follow_is_one_message(tmp_path):
     r = ablate("run", study, "--no-display", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "invalid tag 'I-" in r.stderr and "BMES" in r.stderr, r.stderr
+
+
+def test_the_word_level_example_study_runs_end_to_end_in_its_own_tags(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "studies").mkdir()
+    shutil.copy(repo / "studies" / "words_demo.yaml", tmp_path / "studies" / "words_demo.yaml")
+    r = ablate("data", "demo", tmp_path / "demo_words", "--words", "--sentences", "200", cwd=tmp_path)
+    assert r.returncode == 0 and "tokens" in r.stdout, r.stdout + r.stderr
+    r = ablate("data", "check", tmp_path / "demo_words" / "train.conll:med", cwd=tmp_path)
+    assert r.returncode == 0 and "IOBES with '_'" in r.stdout and "tokens" in r.stdout, r.stdout + r.stderr
+    study = tmp_path / "studies" / "words_demo.yaml"
+    r = ablate("run", study, "--no-display", "--set", "train.epochs=2", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = ablate("report", study, "--set", "train.epochs=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    page = (tmp_path / "reports" / "words_demo" / "README.md").read_text(encoding="utf-8")
+    assert "2 finished" in page.replace("**", "")
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("words_demo")
+    [cell, *_] = client.search_runs([exp.experiment_id], "tags.`ablate.role` = 'cell'")
+    folder = Path(client.download_artifacts(cell.info.run_id, "predictions", str(tmp_path / "p")))
+    [pred] = list(folder.glob("test_*.conll"))
+    rows = [line.split(" ") for line in pred.read_text(encoding="utf-8").splitlines() if line.strip()]
+    words = [line.split(" ")[0] for line in (tmp_path / "demo_words" / "test.conll").read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("-DOCSTART-")]
+    assert [r[0] for r in rows] == words  # one prediction per word of the file, in order
+    assert all(t == "O" or t[1] == "_" for r in rows for t in r[1:])
+    assert cell.data.metrics["dev/macro_f1"] > 0.2  # a WordPiece vocabulary: the words are not [UNK]
