@@ -65,6 +65,7 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     train_split = Split(enc(corpus.train), corpus.train)
     dev = Split(enc(corpus.dev), corpus.dev)
     test = Split(enc(corpus.test), corpus.test) if corpus.test else None
+    unk = unknown_shares(tokenizer, {"train": train_split, "dev": dev, **({"test": test} if test else {})})
     counts = [0] * len(corpus.labels)
     for w in train_split.windows:
         for label in w.labels:
@@ -87,15 +88,38 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     result = train(
         model, head, train_split, dev, test, corpus.labels, spec.train, dev_name, out_dir, pad_id=pad_id, on_epoch=on_epoch,
-        extra_final={"params/trainable": float(params.trainable + head_params), "params/total": float(params.total + head_params)},
+        extra_final={"params/trainable": float(params.trainable + head_params), "params/total": float(params.total + head_params),
+                     **{f"data/unk_share/{k}": v for k, v in unk.items()}},
         scheme=corpus.scheme,
     )
     result.settings["scheme"] = f"{corpus.scheme.name}{corpus.scheme.sep}"
+    lost = {k: v for k, v in unk.items() if v > UNK_WARNING}
+    if lost:
+        result.settings["warning"] = unknown_warning(lost, model_path)
     if pretrained_key is not None:
         result.settings["pretrained_backbone"] = pretrained_key  # which cached pretraining this cell fine-tuned
     if spec.train.save_model:  # the model is at its best dev epoch here (train restores it)
         _save(out_dir / "model", model, tokenizer, head, spec, corpus.labels, result.final, identity or {})
     return result
+
+
+UNK_WARNING = 0.05  # a larger share of [UNK] tokens in a split is a warning: the tokenizer loses the text
+
+
+def unknown_shares(tokenizer, splits: dict) -> dict[str, float]:
+    """Per split, the share of its tokens (each character or word: its first sub-token) that are [UNK]."""
+    unk = tokenizer.unk_token_id
+    out = {}
+    for name, split in splits.items():
+        heads = [w.input_ids[t] for w in split.windows for t in w.heads]
+        out[name] = sum(i == unk for i in heads) / len(heads) if heads and unk is not None else 0.0
+    return out
+
+
+def unknown_warning(lost: dict[str, float], model_path: str) -> str:
+    shares = ", ".join(f"{100 * v:.1f}% of {k}" for k, v in lost.items())
+    return (f"{shares} tokens are the tokenizer's unknown token ({model_path}): it loses that text; a scratch "
+            "backbone builds its vocabulary from the training split, a checkpoint needs one that covers the corpus")
 
 
 def _save(folder: Path, model, tokenizer, head, spec, labels, final, identity: dict) -> None:

@@ -96,6 +96,8 @@ def train_one(train, dev, test, backbone, finetune, loss, lr, epochs, batch_size
 
     result = run_one(spec, out, on_epoch)
     f = result.final
+    if result.settings.get("warning"):
+        console.print(f"[bold yellow]warning:[/] {result.settings['warning']}")
     console.print(f"best epoch {result.best_epoch}: dev macro F1 {100 * f['dev/macro_f1']:.2f}; "
                   f"trainable params {int(f['params/trainable']):,} of {int(f['params/total']):,}")
     if "test/f1" in f:

@@ -257,6 +257,27 @@ def _check_local(name: str) -> None:
         raise UserError(f"model folder {name!r} does not exist")
 
 
+# Byte-level BPE families whose tokenizers read pre-split words as running text only with a prefix space
+# (as transformers' run_ner.py sets it).
+PREFIX_SPACE_TYPES = {"bloom", "gpt2", "roberta", "deberta", "longformer"}
+
+
+def load_tokenizer(name: str, model_type: str | None = None):
+    """The tokenizer for pre-split tokens: `add_prefix_space=True` for PREFIX_SPACE_TYPES; a tokenizer that gives
+    words no token at all is refused (it would train on empty windows)."""
+    from transformers import AutoTokenizer
+
+    kwargs = {"add_prefix_space": True} if model_type in PREFIX_SPACE_TYPES else {}
+    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    try:
+        got = set(w for w in tokenizer([["patient", "fever"]], is_split_into_words=True).word_ids(0) if w is not None)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"the tokenizer of {name!r} does not take pre-split tokens: {e}") from None
+    if got != {0, 1}:
+        raise UserError(f"the tokenizer of {name!r} gives pre-split words no token (word_ids {sorted(got)})")
+    return tokenizer
+
+
 def load_model(
     model_path_or_id: str | Path,
     labels: list[str],
@@ -276,8 +297,8 @@ def load_model(
     name = str(model_path_or_id)
     _check_local(name)
     try:
-        AutoConfig.from_pretrained(name)  # cheap: fail before touching weights
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name)  # cheap: fail before touching weights
+        tokenizer = load_tokenizer(name, config.model_type)
         model = AutoModelForTokenClassification.from_pretrained(
             name,
             num_labels=len(labels),

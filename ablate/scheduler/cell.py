@@ -65,6 +65,7 @@ def run_cell(spec_json: str, tracking_uri: str, mlflow_run_id: str, result_path:
                           pretrain_log=plog)
             lifecycle.finished(tracker, mlflow_run_id, res.final, res.outputs, res.settings)
             result["value"] = res.final.get(spec.train.select_metric)
+            result["warning"] = res.settings.get("warning")
         except Pruned as p:
             try:
                 lifecycle.pruned(tracker, mlflow_run_id, p.epoch, p.final)

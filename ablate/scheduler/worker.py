@@ -110,7 +110,7 @@ def run_with_oom_retries(ctx, place, tracker, exp, parent, study_name, job, on_s
         log(f"[{worker}] {name} ({claim.run_id}) attempt {attempt}: running")
         code, value, error = _run_cell_process(ctx, ran, tracker, mid, job.trial_json, lost)
         if code == Exit.OK:
-            log(f"[{worker}] {name}: FINISHED ({value:.4f})")
+            log(f"[{worker}] {name}: FINISHED ({value:.4f})" + (f"; warning: {error}" if error else ""))
             return "finished", value, None
         if code == Exit.PRUNED:
             log(f"[{worker}] {name}: pruned ({value if value is not None else float('nan'):.4f})")
@@ -164,4 +164,4 @@ def _run_cell_process(ctx, spec, tracker, mlflow_run_id: str, trial_json: str | 
         error = f"cell process died with signal {-code}"
         lifecycle.failed(tracker, mlflow_run_id, error)
         return Exit.FAILED, None, error
-    return code or 0, out.get("value"), out.get("error")
+    return code or 0, out.get("value"), out.get("error") or out.get("warning")  # a finished cell's warning

@@ -103,3 +103,13 @@ def test_the_word_level_example_study_runs_end_to_end_in_its_own_tags(tmp_path):
     assert [r[0] for r in rows] == words  # one prediction per word of the file, in order
     assert all(t == "O" or t[1] == "_" for r in rows for t in r[1:])
     assert cell.data.metrics["dev/macro_f1"] > 0.2  # a WordPiece vocabulary: the words are not [UNK]
+
+
+def test_a_tokenizer_that_loses_the_text_is_a_warning_and_logged_per_split(tmp_path):
+    tiny_study(tmp_path)  # writes the demo corpus (Chinese characters) under data/
+    latin = tmp_path / "latin.txt"  # a test file in characters the training vocabulary never saw
+    latin.write_text("".join(f"{c} O\n" for c in "patient has fever") + "\n", encoding="utf-8")
+    r = ablate("train", "--train", tmp_path / "data" / "train.jsonl", "--dev", tmp_path / "data" / "dev.jsonl",
+               "--test", f"{latin}:ft", "--epochs", "1", "--lr", "1e-3", "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning" in r.stdout and "% of test tokens are the tokenizer's unknown token" in r.stdout, r.stdout
