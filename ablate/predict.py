@@ -21,13 +21,23 @@ _TAG_LIKE = ("O", "B-", "I-", "E-", "S-", "M-", "B_", "I_", "E_", "S_", "M_", "L
 
 
 def _is_conll(lines: list[str]) -> bool:
-    """A character per line, sentences apart by blank lines or a tag in column 2; else text, a sentence a line."""
-    rows = [ln.split() for ln in lines if ln.strip()]
-    if not rows or any(len(r[0]) != 1 or len(r) > 3 for r in rows):
+    """A token per line (a character or a word) with the same number of columns on every line and a tag in the
+    last one, or one bare token per line with blank lines between sentences; else text, a sentence a line."""
+    from ablate.data.readers import DOCSTART, _split_columns
+
+    rows = [_split_columns(ln) for ln in lines if ln.strip() and not ln.startswith(DOCSTART)]
+    if not rows or len({len(r) for r in rows}) != 1 or len(rows[0]) > 6:
         return False
-    tagged = all(len(r) >= 2 and r[1].startswith(_TAG_LIKE) for r in rows)
+    tagged = len(rows[0]) >= 2 and all(r[-1].startswith(_TAG_LIKE) for r in rows)
     inner_blank = any(not ln.strip() for ln in lines[: max(i for i, ln in enumerate(lines) if ln.strip())])
-    return tagged or (inner_blank and all(len(r) == 1 for r in rows))
+    return tagged or (inner_blank and len(rows[0]) == 1)
+
+
+def _by_words(lines: list[str]) -> bool:
+    """Text whose lines are mostly not CJK (Latin-script words): a sentence is its whitespace-separated words."""
+    chars = [c for ln in lines for c in ln if not c.isspace()]
+    cjk = sum(1 for c in chars if "\u2e80" <= c <= "\u9fff" or "\uf900" <= c <= "\uffef")
+    return bool(chars) and cjk < 0.5 * len(chars) and any(len(ln.split()) > 1 for ln in lines)
 
 
 def read_input(arg: str) -> list[Sentence]:
@@ -56,13 +66,13 @@ def read_input(arg: str) -> list[Sentence]:
     genre = named or path.stem.lower()
     lines = [ln.rstrip("\r") for ln in text.split("\n")]
     if _is_conll(lines):
-        ncols = max(len(ln.split()) for ln in lines if ln.strip())
-        blocks = read_columns(path, ncols)
+        blocks = read_columns(path, None if any(len(ln.split()) > 1 for ln in lines if ln.strip()) else 1)
         return [Sentence(f"{path.stem}-{k:05d}", genre, tuple(r[0] for r in rows), ("O",) * len(rows), start)
                 for k, (start, rows) in enumerate(blocks)]
     out = []
-    for n, line in enumerate(lines, start=1):  # text: a sentence per line, its characters as they are (no spaces)
-        chars = tuple(c for c in line if not c.isspace())
+    words = _by_words(lines)
+    for n, line in enumerate(lines, start=1):  # text: a sentence per line: its words, or its characters (no spaces)
+        chars = tuple(line.split()) if words else tuple(c for c in line if not c.isspace())
         if chars:
             out.append(Sentence(f"{path.stem}-{n:05d}", genre, chars, ("O",) * len(chars), n))
     if not out:

@@ -160,11 +160,14 @@ def detect(tag_lists: Iterable[Sequence[str]]) -> tuple[Scheme, Counter]:
                         f"({seps['-']:,} with '-', {seps['_']:,} with '_'); a corpus uses one")
     if known:
         sep = known[0]
-    if letters["L"] or letters["U"]:
+    # A letter counts when it is on at least 1% of the entity tags: one stray S-X typo in an IOB2 file stays an
+    # invalid tag (an error naming its line), not a switch of the whole corpus to strict scoring.
+    some = lambda *ls: sum(letters[x] for x in ls) >= max(1, 0.01 * sum(letters.values()))  # noqa: E731
+    if some("L", "U"):
         name = "BILOU"
-    elif letters["M"]:
+    elif some("M"):
         name = "BMES"
-    elif letters["E"] or letters["S"]:
+    elif some("E", "S"):
         name = "IOBES"
     elif opens_with_i and b_total == b_after_same:  # B only between two entities of one type: IOB1
         name = "IOB1"

@@ -47,13 +47,21 @@ def _genre_of(path: Path) -> str:
 
 def score_files(pairs: list[FilePair]) -> tuple[GenreScores, list[str]]:
     """Score each genre; tag repairs in either file are applied and returned as notes, never silent."""
+    from ablate.errors import DataError
+    from ablate.schemes import IOB2, resolve
+
     tagged: dict[str, tuple[list[list[str]], list[list[str]]]] = {}
     notes: list[str] = []
+    scheme = IOB2
     for genre, gold_path, pred_path in pairs:
         gold = read_conll(gold_path, genre) if gold_path else None
         gold, pred = read_predictions(pred_path, gold)
-        fixed_gold = repair_tags(gold, str(gold_path or pred_path))
-        fixed_pred = repair_tags([s.with_tags(p) for s, p in zip(gold, pred)], str(pred_path))
+        try:  # the gold's scheme (IOB2 for the official files: conlleval, to the digit)
+            scheme = resolve("auto", (s.tags for s in gold))
+        except DataError as e:
+            raise DataError(f"{gold_path or pred_path}: {e}") from None
+        fixed_gold = repair_tags(gold, str(gold_path or pred_path), scheme=scheme)
+        fixed_pred = repair_tags([s.with_tags(p) for s, p in zip(gold, pred)], str(pred_path), scheme=scheme)
         notes += [f"repaired {r}" for r in fixed_gold.repairs + fixed_pred.repairs]
         tagged[genre] = ([list(s.tags) for s in fixed_gold.sentences], [list(s.tags) for s in fixed_pred.sentences])
-    return score_genres(tagged), notes
+    return score_genres(tagged, scheme), notes

@@ -82,3 +82,60 @@ def test_declared_schemes_and_their_errors():
 def test_labels_follow_the_scheme():
     assert Scheme("IOB2", "-").labels(["B", "A"]) == ["O", "B-A", "I-A", "B-B", "I-B"]  # as ablate always had
     assert Scheme("BMES", "_").labels(["X"]) == ["O", "B_X", "M_X", "E_X", "S_X"]
+
+
+def test_iob2_with_either_separator_gets_the_same_crf_constraints():
+    from ablate.models.crf import allowed_transitions
+
+    dash, under = Scheme("IOB2", "-"), Scheme("IOB2", "_")
+    a = allowed_transitions(dash.labels(["X", "Y"]), dash)
+    b = allowed_transitions(under.labels(["X", "Y"]), under)
+    assert all((x == y).all() for x, y in zip(a, b))
+
+
+def test_strict_constraints_allow_exactly_the_well_formed_sequences():
+    import itertools
+
+    from ablate.models.crf import allowed_transitions
+
+    for name in ("IOBES", "BILOU", "BMES"):
+        scheme = Scheme(name, "-")
+        labels = scheme.labels(["X", "Y"])
+        start, trans, _ = allowed_transitions(labels, scheme)
+        for seq in itertools.product(range(len(labels)), repeat=3):
+            ok = bool(start[seq[0]]) and all(bool(trans[a, b]) for a, b in zip(seq, seq[1:]))
+            tags = [labels[i] for i in seq]
+            closed = scheme.parse(tags[-1])[0] in ("O", "E", "S")  # ends are free (windows); judge closed ones
+            if closed:
+                assert ok == (scheme.repair(tags) == tags), (name, tags)
+
+
+def test_ill_formed_strict_gold_is_repaired_and_reported(tmp_path):
+    from ablate.data.readers import Sentence
+    from ablate.data.tags import repair_tags
+
+    s = Sentence("s", "ft", tuple("abcd"), ("B-X", "O", "S-Y", "I-Y"), 1)
+    r = repair_tags([s], "f.txt", scheme=Scheme("IOBES", "-"))
+    assert r.sentences[0].tags == ("O", "O", "S-Y", "O")
+    assert [(x.from_, x.to) for x in r.repairs] == [("B-X", "O"), ("I-Y", "O")]
+
+
+def test_a_stray_strict_letter_in_an_iob2_file_is_an_error_not_a_new_scheme(tmp_path):
+    from ablate.data.stats import check
+
+    p = tmp_path / "t.txt"
+    p.write_text("".join(f"{c} {t}\n" for c, t in zip("abcdefghij" * 20, ["B-X", "I-X", "O", "O", "B-Y"] * 40)) +
+                 "z S-X\n", encoding="utf-8")
+    result = check([f"{p}:ft"])
+    assert result.errors and "invalid tag 'S-X'" in result.errors[0] and "IOB2" in result.errors[0]
+
+
+def test_the_scorer_reads_gold_in_its_own_scheme(tmp_path):
+    from ablate.scoring import score_files
+
+    gold = tmp_path / "g.txt"
+    gold.write_text("a S-X\nb O\nc B-Y\nd E-Y\n", encoding="utf-8")
+    pred = tmp_path / "p.txt"
+    pred.write_text("a S-X\nb O\nc B-Y\nd I-Y\n", encoding="utf-8")  # the second entity is ill-formed: no entity
+    result, _ = score_files([("ft", gold, pred)])
+    assert (result.genres["ft"].correct, result.genres["ft"].found, result.genres["ft"].phrases) == (1, 1, 2)

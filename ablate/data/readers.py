@@ -99,7 +99,7 @@ def read_columns(path: str | Path, ncols: int | None) -> list[tuple[int, list[li
     width: tuple[int, int] | None = None  # (columns, the line that set it), when ncols is None
     for n, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r")
-        if not line.strip(" \t"):
+        if not line.strip():  # blank (a line of only U+3000 too, as before): the sentence ends
             if current:
                 blocks.append((start, current))
                 current = []
@@ -139,8 +139,9 @@ def read_conll(path: str | Path, genre: str, tag_column: int = -1) -> list[Sente
     `word POS chunk NER`); sentences end at an empty line or a `-DOCSTART-` line."""
     path = Path(path)
     blocks = read_columns(path, None)
-    if blocks and not -len(blocks[0][1][0]) <= tag_column < len(blocks[0][1][0]) or tag_column == 0:
-        raise DataError(f"{path}: tag_column {tag_column}, but its lines have {len(blocks[0][1][0])} columns "
+    width = len(blocks[0][1][0]) if blocks else 2
+    if not -width < tag_column < width or tag_column % width == 0:
+        raise DataError(f"{path}: tag_column {tag_column}, but its lines have {width} columns "
                         "(the token is column 0; the tag defaults to the last)")
     return [
         Sentence(f"{path.stem}-{k:05d}", genre.lower(), tuple(r[0] for r in rows), tuple(r[tag_column] for r in rows), start)

@@ -90,6 +90,12 @@ def repair_tags(sentences: list[Sentence], path: str, unknown: Unknown = "error"
                 continue
             repairs.append(Repair(path, s.char_line(i), tag, fixed))
             tags[i] = fixed
+        if scheme.strict and not problems:  # ill-formed entities (B-X O, a lone I-X) are no entity when scored
+            fixed_tags = scheme.repair(tags)
+            for i, (a, b) in enumerate(zip(tags, fixed_tags)):
+                if a != b:
+                    repairs.append(Repair(path, s.char_line(i), a, b))
+            tags = fixed_tags
         prev = "O"
         for i, tag in enumerate(tags):
             if scheme == IOB2 and tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):

@@ -31,12 +31,12 @@ def allowed_transitions(labels: list[str], scheme: Scheme = IOB2) -> Constraints
     """The scheme's constraints. IOB2: I-X may follow only B-X or I-X (or a tag outside BIO), never the start.
     IOB1: B-X may follow only B-X or I-X. IOBES / BILOU / BMES: an entity is S-X, or B-X I-X* E-X (roles as
     `Scheme.parse` gives them): after B-X or I-X only I-X or E-X; elsewhere only O, B-* or S-*; the start
-    takes O, B or S and the end follows O, E or S.
+    takes O, B or S; any tag may end (a window can stop inside an entity).
 
     Returns (start (L,), trans (L, L) indexed [from, to], end (L,)) bool tensors, True = allowed.
     """
     n = len(labels)
-    if scheme == IOB2:
+    if scheme.name == "IOB2":
         parsed = [_parse(tag) for tag in labels]
         start = torch.tensor([prefix != "I" for prefix, _ in parsed], dtype=torch.bool)
         trans = torch.ones(n, n, dtype=torch.bool)
@@ -61,8 +61,9 @@ def allowed_transitions(labels: list[str], scheme: Scheme = IOB2) -> Constraints
                 continue
             trans[i, j] = (r in ("I", "E") and t == ft) if fr in ("B", "I") else r in ("O", "B", "S")
     start = torch.tensor([r in ("O", "B", "S", "?") for r, _ in roles])
-    end = torch.tensor([r in ("O", "E", "S", "?") for r, _ in roles])
-    return start, trans, end
+    # Any tag may end a chain: a window of a long sentence can stop inside an entity (the stitched and repaired
+    # sentence closes it); the transitions keep every entity well-formed inside a window.
+    return start, trans, torch.ones(n, dtype=torch.bool)
 
 
 def begin_ids(labels: list[str], scheme: Scheme = IOB2) -> Tensor:

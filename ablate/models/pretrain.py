@@ -84,27 +84,24 @@ class MLMHead:
 
 # ------------------------------------------------------------------------------------------------ text
 def read_text_file(path: Path) -> list[Text]:
-    """A text file (a sentence per line, its characters as they are, spaces dropped), or a corpus file."""
-    from ablate.data.readers import read_corpus
+    """A corpus file (.jsonl, or CoNLL: every line a token and its columns), or plain text: a sentence per line,
+    its words where it has spaces between them (`Hello big world`), else its characters (Chinese text)."""
+    from ablate.data.readers import _read_text, _split_columns, read_columns, read_corpus
     from ablate.spec.schema import JSONL_SUFFIXES
 
     path = Path(path)
     if path.suffix.lower() in JSONL_SUFFIXES:
         return [Text(s.chars, s.words) for s in read_corpus(path)]
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such text file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines = [line.rstrip("\r") for line in _read_text(path).split("\n")]
+    filled = [line for line in lines if line.strip()]
+    if filled and all(len(_split_columns(line)) >= 2 and len(_split_columns(line)[0]) <= 30 for line in filled) and \
+            len({len(_split_columns(line)) for line in filled}) == 1 and any(not line.strip() for line in lines):
+        return [Text(tuple(r[0] for r in rows)) for _, rows in read_columns(path, None)]  # CoNLL: the tokens
     out = []
-    for line in lines:
-        cols = line.split()
-        if len(cols) == 2 and len(cols[0]) == 1:  # CoNLL `char TAG`: one character a line
-            out.append(cols[0])
-        elif cols:
-            out.append("".join(cols))
-    return [Text(tuple(t)) for t in out if t]
+    for line in filled:
+        words = line.split()
+        out.append(Text(tuple(words)) if len(words) > 1 else Text(tuple(c for c in line if not c.isspace())))
+    return [t for t in out if t.chars]
 
 
 def pretrain_text(spec: PretrainSpec, train: Sequence[Sentence], resolve: Callable[[str], Path]) -> tuple[list[Text], list[str]]:
@@ -330,6 +327,8 @@ def pretrained_backbone(b: BackboneSpec, base: str, texts: Sequence[Text], sourc
             final = pretrain(base, spec, texts, tmp / "backbone", dev, lambda m, step: log.log(handle, m, step))
             (tmp / "pretrain.json").write_text(json.dumps({**params, "final": final}, ensure_ascii=False, indent=2),
                                                encoding="utf-8")
+            if (root / key).exists():  # a folder without a finished backbone (only ours could write it): replace it
+                shutil.rmtree(root / key)
             os.rename(tmp, root / key)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

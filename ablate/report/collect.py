@@ -30,7 +30,8 @@ def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[
             # Metrics never overwrite the cell's identity columns (an axis named like a metric).
             row.update({k: v for k, v in final_metrics(r).items() if k not in row})
             row.update(status=r.info.status, error=r.data.tags.get("ablate.error"), mlflow_run_id=r.info.run_id,
-                       attempts=st["attempts"], pruned=r.data.tags.get(PRUNED_TAG) == "true")
+                       attempts=st["attempts"], pruned=r.data.tags.get(PRUNED_TAG) == "true",
+                       scheme=r.data.tags.get("ablate.ran.scheme"))  # the tag scheme the cell trained and scored in
             row["history"] = tracker.history(r.info.run_id) if history and r.info.status == "FINISHED" else {}
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -153,9 +154,10 @@ def make_ensemble(place, k: int, method: str, by: str = "dev/macro_f1", out: Pat
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     pairs = {}
-    from ablate.schemes import detect
+    from ablate.schemes import detect, parse_declared
 
-    scheme = detect([s.tags for g in genres for s in files[0][g][0]])[0]  # the gold's own scheme
+    logged = next((x for x in chosen.get("scheme", []) if isinstance(x, str) and x), None)
+    scheme = parse_declared(logged) if logged else detect([s.tags for g in genres for s in files[0][g][0]])[0]
     try:
         for g in genres:
             gold = files[0][g][0]

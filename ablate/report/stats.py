@@ -17,7 +17,7 @@ import pandas as pd
 
 from ablate.errors import UserError
 from ablate.metrics import macro, score
-from ablate.schemes import IOB2, Scheme, detect
+from ablate.schemes import IOB2, Scheme, detect, parse_declared
 from ablate.report.cells import (apply_where, axis_text, best_cells, check_axes, groups, resolve_rows,
                                  status_counts, status_text)
 from ablate.spec.report import TableSpec
@@ -204,17 +204,20 @@ def _load(predictions: Predictions, cell, split: str, cache: dict):
             got = predictions(run, split)
         except (LookupError, OSError):  # the tracking layer's "no such artifact"
             got = None
-        cache[run, split] = (got, {g: sentence_counts(p, *_gold(cache, split, g, p)) for g, p in got.items()}
+        logged = cell.get("scheme")
+        scheme = parse_declared(logged) if isinstance(logged, str) and logged else None
+        cache[run, split] = (got, {g: sentence_counts(p, *_gold(cache, split, g, p, scheme)) for g, p in got.items()}
                              ) if got else None
     return cache[run, split]
 
 
-def _gold(cache: dict, split: str, genre: str, pairs: Pairs) -> tuple[set, Scheme]:
+def _gold(cache: dict, split: str, genre: str, pairs: Pairs, scheme: Scheme | None = None) -> tuple[set, Scheme]:
     # Every arm has the same gold tags: chunk them once per split and genre (and check they are the same).
+    # The scheme: the one the cell logged (ablate.ran.scheme), else detected from these gold tags.
     tags = [list(g) for g, _ in pairs]
     known = cache.setdefault("gold", {}).get((split, genre))
-    if known is None or known[0] != tags:
-        scheme = scheme_of(tags)
+    if known is None or known[0] != tags or (scheme is not None and known[2] != scheme):
+        scheme = scheme or scheme_of(tags)
         known = cache["gold"][split, genre] = (tags, entities(tags, scheme), scheme)
     return known[1], known[2]
 

@@ -68,3 +68,12 @@ def test_the_tag_column_is_a_file_setting_hashed_only_when_set(tmp_path):
     other = StudySpec.model_validate({**base, "data": {**base["data"], "train": [{"path": "t.conll", "genre": "ft", "tag_column": 1}]}})
     ids = [run_id(expand(s)[0], data_hashes(s)) for s in (default, last, other)]
     assert ids[0] == ids[1] != ids[2]
+
+
+def test_a_line_of_only_full_width_blanks_ends_a_sentence_and_bad_tag_columns_are_refused(tmp_path):
+    p = _write(tmp_path, "頭 O\n\u3000\n痛 O\n")
+    assert [s.chars for s in read_conll(p, "ft")] == [("頭",), ("痛",)]
+    p = _write(tmp_path, "EU NNP B-ORG\n", "w.conll")
+    for bad in (0, -3, 3):
+        with pytest.raises(DataError, match=f"tag_column {bad}"):
+            read_conll(p, "news", tag_column=bad)

@@ -189,3 +189,17 @@ def test_a_sigkill_mid_pretraining_leaves_nothing_usable_and_the_next_run_rebuil
     again = Log()
     assert pretrained_backbone(spec, base, corpus(), ["test"], tmp_path, "cpu", again) == (folder, key)
     assert not again.starts  # cached: not built a second time
+
+
+def test_pretraining_text_files_read_as_sentences_of_tokens(tmp_path):
+    from ablate.models.pretrain import read_text_file
+
+    conll = tmp_path / "c.txt"
+    conll.write_text("頭 B-SYMP\n  O\n痛 I-SYMP\n\n胃 O\n", encoding="utf-8")
+    assert [t.chars for t in read_text_file(conll)] == [("頭", " ", "痛"), ("胃",)]  # tokens only, never the tags
+    words = tmp_path / "w.txt"
+    words.write_text("The patient has fever\nAspirin helps\n", encoding="utf-8")
+    assert [t.chars for t in read_text_file(words)] == [("The", "patient", "has", "fever"), ("Aspirin", "helps")]
+    zh = tmp_path / "z.txt"
+    zh.write_text("病人頭痛\n醫師建議多喝水\n", encoding="utf-8")
+    assert [t.chars for t in read_text_file(zh)] == [tuple("病人頭痛"), tuple("醫師建議多喝水")]
