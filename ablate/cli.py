@@ -92,18 +92,51 @@ def data_check(
     unknown_to_o: bool = typer.Option(False, "--unknown-to-o", help="Repair unknown tags to O (reported) instead of failing."),
     scheme: str = typer.Option("auto", help="Tag scheme: auto (detected per file), BIO, IOB1, BIOES, BILOU, BMES; "
                                "a trailing _ for the `B_X` separator (BMES_)."),
+    backbone: Optional[str] = typer.Option(None, help="A hub id or model folder: also say which share of each file's "
+                                           "tokens its tokenizer maps to the unknown token."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Read and validate corpora; print each file's tag scheme, repairs and warnings. Exit 0 if readable, 2 on an error."""
     from ablate.data.stats import check, render_check
 
     result = check(paths, genre, "O" if unknown_to_o else "error", scheme)
+    if backbone and result.files:
+        _unknown_shares(result, paths, genre, backbone)
     if as_json:
         _print_json(result.to_json())
     else:
         typer.echo(render_check(result))
     if result.errors:
         raise typer.Exit(2)
+
+
+def _unknown_shares(result, paths: list[str], genre: str | None, backbone: str) -> None:
+    """Each readable file's share of tokens the backbone's tokenizer loses; above 5% a warning."""
+    from transformers import AutoConfig
+
+    from ablate.data.stats import load_source, parse_source
+    from ablate.data.tags import Note
+    from ablate.executor import UNK_WARNING
+    from ablate.models.backbones import _check_local, _unavailable, load_tokenizer, unknown_share
+
+    if backbone.startswith("scratch"):
+        raise UserError("--backbone: a scratch backbone builds its vocabulary from the training split; name a hub id "
+                        "or a model folder to check")
+    _check_local(backbone)
+    try:
+        tokenizer = load_tokenizer(backbone, AutoConfig.from_pretrained(backbone).model_type)
+    except OSError as e:
+        raise _unavailable(backbone, str(e)) from None
+    readable = {f["path"] for f in result.files}
+    for arg in paths:
+        path, g = parse_source(arg, genre)
+        if str(path) not in readable:
+            continue
+        share = unknown_share(tokenizer, load_source(path, g)[0])
+        next(f for f in result.files if f["path"] == str(path))["unk_share"] = share
+        if share > UNK_WARNING:
+            result.warnings.append(Note(str(path), 0, f"{100 * share:.1f}% of its tokens are {backbone}'s unknown "
+                                                      "token: the model cannot read them"))
 
 
 @data_app.command("stats")

@@ -61,7 +61,8 @@ def run_one(spec, out_dir: Path, on_epoch: Callable | None = None, fault: str | 
     if limit is not None and max_length > limit:
         raise UserError(f"data.max_length {max_length} is more than the {limit} positions of {model_path}; lower it "
                         "(longer sentences are windowed, so nothing is lost)")
-    enc = lambda sents: encode_cached(sents, tokenizer, label2id, max_length, cache / "encodings")  # noqa: E731
+    enc = lambda sents: encode_cached(sents, tokenizer, label2id, max_length, cache / "encodings",  # noqa: E731
+                                      subtoken=spec.data.subtoken)
     train_split = Split(enc(corpus.train), corpus.train)
     dev = Split(enc(corpus.dev), corpus.dev)
     test = Split(enc(corpus.test), corpus.test) if corpus.test else None

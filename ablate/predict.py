@@ -100,7 +100,8 @@ def predict_folder(folder: Path, sentences: list[Sentence], batch_size: int = 64
     model, head, tokenizer, labels, max_length = load_saved(folder)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev), head.to(dev)
-    windows = encode(sentences, tokenizer, {t: i for i, t in enumerate(labels)}, max_length)
+    windows = encode(sentences, tokenizer, {t: i for i, t in enumerate(labels)}, max_length,
+                     subtoken=getattr(head, "subtoken", "first"))
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())

@@ -53,8 +53,12 @@ def encode(
     label2id: Mapping[str, int],
     max_length: int = 128,
     overlap: int | None = None,
+    subtoken: str = "first",
 ) -> list[Window]:
     """Tokenize sentences into windows of at most `max_length` sub-tokens (specials included).
+
+    Each character (or word) is labelled and predicted on its `subtoken`: the first of its sub-tokens (as
+    transformers' run_ner.py does) or the last.
 
     `overlap` is how many sub-tokens consecutive windows of one sentence share (default
     max_length // 4). A tag missing from `label2id` (e.g. a type seen only in dev/test) gets
@@ -95,7 +99,7 @@ def encode(
         spans = _spans([len(p) for p in pieces], budget, overlap)
         owner = _owners(spans, [len(p) for p in pieces])
         for w, (a, b) in enumerate(spans):
-            windows.append(_window(k, a, b, pieces, labels, [o == w for o in owner[a:b]], prefix, suffix))
+            windows.append(_window(k, a, b, pieces, labels, [o == w for o in owner[a:b]], prefix, suffix, subtoken))
     return windows
 
 
@@ -191,6 +195,7 @@ def encode_cached(
     max_length: int = 128,
     cache_dir: Path | None = None,
     overlap: int | None = None,
+    subtoken: str = "first",
 ) -> list[Window]:
     """`encode`, read from / written to `cache_dir` (None: no cache).
 
@@ -199,8 +204,8 @@ def encode_cached(
     pickles: share a cache directory only with people you trust.
     """
     if cache_dir is None:
-        return encode(sentences, tokenizer, label2id, max_length, overlap)
-    key = cache_key(sentences, tokenizer, label2id, max_length, overlap)
+        return encode(sentences, tokenizer, label2id, max_length, overlap, subtoken)
+    key = cache_key(sentences, tokenizer, label2id, max_length, overlap) + ("" if subtoken == "first" else "-last")
     path = Path(cache_dir) / f"encode-{key}.pkl"
     if path.exists():
         try:
@@ -210,7 +215,7 @@ def encode_cached(
                 return windows
         except Exception:  # a truncated or stale entry is recomputed, never trusted
             pass
-    windows = encode(sentences, tokenizer, label2id, max_length, overlap)
+    windows = encode(sentences, tokenizer, label2id, max_length, overlap, subtoken)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: workers sharing the cache never read half a file.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -321,15 +326,16 @@ def _owners(spans: list[tuple[int, int]], counts: list[int]) -> list[int]:
 
 def _window(
     k: int, a: int, b: int, pieces: list[list[int]], labels: list[int], own: list[bool],
-    prefix: tuple[int, ...], suffix: tuple[int, ...],
+    prefix: tuple[int, ...], suffix: tuple[int, ...], subtoken: str = "first",
 ) -> Window:
     ids, wids = list(prefix), [None] * len(prefix)
     labs, heads = [IGNORE_INDEX] * len(prefix), []
     for i, mine in zip(range(a, b), own):
         p = pieces[i]
+        at = 0 if subtoken == "first" else len(p) - 1  # the sub-token that carries the label and the prediction
         if mine:
-            heads.append(len(ids))
-        labs += [labels[i] if mine else IGNORE_INDEX] + [IGNORE_INDEX] * (len(p) - 1)
+            heads.append(len(ids) + at)
+        labs += [IGNORE_INDEX] * at + [labels[i] if mine else IGNORE_INDEX] + [IGNORE_INDEX] * (len(p) - 1 - at)
         ids += p
         wids += [i] * len(p)
     return Window(

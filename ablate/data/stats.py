@@ -86,7 +86,8 @@ def check(args: list[str], genre: str | None = None, unknown: Unknown = "error",
 
 def render_check(result: CheckResult, max_warnings: int = 10) -> str:
     lines = [f"{f['path']}: {f['sentences']} sentences, {f['characters']} {f['unit']}, {f['entities']} entities; "
-             f"tags {f['scheme']} with {f['separator']!r}" for f in result.files]
+             f"tags {f['scheme']} with {f['separator']!r}"
+             + (f"; {100 * f['unk_share']:.1f}% unknown to the tokenizer" if "unk_share" in f else "") for f in result.files]
     if result.repairs:
         lines.append(f"\n{len(result.repairs)} tag repairs:")
         lines += [f"  {r}" for r in result.repairs]

@@ -278,6 +278,23 @@ def load_tokenizer(name: str, model_type: str | None = None):
     return tokenizer
 
 
+def unknown_share(tokenizer, sentences) -> float:
+    """The share of the sentences' tokens (characters or words) whose first sub-token is the unknown token."""
+    texts = [list(s.chars) for s in sentences if s.chars]
+    if not texts or tokenizer.unk_token_id is None:
+        return 0.0
+    enc = tokenizer(texts, is_split_into_words=True, add_special_tokens=False, verbose=False)
+    unk = total = 0
+    for k, text in enumerate(texts):
+        first: dict[int, int] = {}
+        for t, w in zip(enc["input_ids"][k], enc.word_ids(k)):
+            if w is not None and w not in first:
+                first[w] = t
+        total += len(text)
+        unk += sum(first.get(i) == tokenizer.unk_token_id for i in range(len(text)))  # no token at all counts too
+    return unk / total
+
+
 def load_model(
     model_path_or_id: str | Path,
     labels: list[str],

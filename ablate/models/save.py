@@ -32,11 +32,12 @@ def save_cell_model(folder: Path, model, tokenizer, head, spec, labels: list[str
         plain = model.merge_and_unload() if lora else model
         plain.config.ablate_head, plain.config.ablate_decode = spec.head, spec.train.decode
         plain.config.ablate_max_length, plain.config.ablate_scheme = spec.data.max_length, scheme
+        plain.config.ablate_subtoken = spec.data.subtoken
         plain.save_pretrained(str(folder))
     else:  # adapter only: the folder still names its labels and head, for `ablate predict`
         cfg = model.base_model.model.config if hasattr(model, "base_model") else model.config
         cfg.ablate_head, cfg.ablate_decode, cfg.ablate_max_length = spec.head, spec.train.decode, spec.data.max_length
-        cfg.ablate_scheme = scheme
+        cfg.ablate_scheme, cfg.ablate_subtoken = scheme, spec.data.subtoken
         cfg.save_pretrained(str(folder / "adapter"))
     tokenizer.model_max_length = spec.data.max_length  # windows of this many sub-tokens, as in training
     tokenizer.save_pretrained(str(folder))
@@ -111,6 +112,7 @@ def load_saved(folder: Path, device=None):
         model = PeftModel.from_pretrained(plain, str(adapter))
     head = _saved_head(folder, head_name, model, config, labels)
     max_length = int(getattr(config, "ablate_max_length", 0) or min(tokenizer.model_max_length, 512))
+    head.subtoken = getattr(config, "ablate_subtoken", "first")  # where `predict` reads each token's tag
     return model, head, tokenizer, labels, max_length
 
 

@@ -24,7 +24,7 @@ CELL_AXES = ("backbone", "finetune", "loss", "head")  # axes that are RunSpec fi
 # Fields added after run_ids were first published: hashed only when they differ from these defaults, so
 # every cell that existed before keeps its run_id (and stays FINISHED). Paths into RunSpec.model_dump().
 HASHED_UNLESS_DEFAULT: dict[tuple[str, ...], Any] = {("head",): "linear", ("train", "decode"): "argmax",
-                                                     ("data", "scheme"): "auto"}
+                                                     ("data", "scheme"): "auto", ("data", "subtoken"): "first"}
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -191,6 +191,8 @@ class DataSpec(BaseModel):
     max_length: int = Field(128, ge=4)
     # The tag scheme: `auto` (from the training tags) or declared, with its separator if not `-` (`BMES_`).
     scheme: str = Field("auto", pattern=r"(?i)^(auto|(BIO|IOB|IOB1|IOB2|BIOES|IOBES|BILOU|BMES)[-_]?)$")
+    # The sub-token of a word (or character) that carries its label and prediction (run_ner.py: the first).
+    subtoken: Literal["first", "last"] = "first"
 
     def resolve(self, path: Path) -> Path:
         """An absolute path for a file path of this spec (no symlink resolution, no disk access)."""

@@ -113,3 +113,19 @@ def test_a_tokenizer_that_loses_the_text_is_a_warning_and_logged_per_split(tmp_p
                "--test", f"{latin}:ft", "--epochs", "1", "--lr", "1e-3", "--out", tmp_path / "out", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "warning" in r.stdout and "% of test tokens are the tokenizer's unknown token" in r.stdout, r.stdout
+
+
+def test_data_check_with_a_backbone_says_how_much_its_tokenizer_loses(tmp_path):
+    from ablate.models import prepare_backbone
+    from ablate.spec import BackboneSpec
+
+    folder = prepare_backbone(BackboneSpec(scratch="bert"), [tuple("頭痛發燒")], tmp_path / "bb")
+    zh, latin = tmp_path / "zh.txt", tmp_path / "latin.txt"
+    zh.write_text("頭 B-SYMP\n痛 I-SYMP\n", encoding="utf-8")
+    latin.write_text("f O\ne O\nv O\n", encoding="utf-8")
+    r = ablate("data", "check", f"{zh}:ft", f"{latin}:ft", "--backbone", folder, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0.0% unknown to the tokenizer" in r.stdout and "100.0% unknown to the tokenizer" in r.stdout, r.stdout
+    assert "100.0% of its tokens are" in r.stdout
+    r = ablate("data", "check", f"{zh}:ft", "--backbone", "scratch:bert", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

@@ -41,3 +41,23 @@ def test_a_wordpiece_vocabulary_covers_the_training_words(tmp_path):
     enc = tok(words[:2], is_split_into_words=True, add_special_tokens=False)
     assert tok.unk_token_id not in {i for ids in enc["input_ids"] for i in ids}
     assert tok.convert_ids_to_tokens([0, 1, 2, 3, 4]) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def test_the_label_sits_on_the_first_or_the_last_sub_token_as_set(tmp_path):
+    from transformers import AutoTokenizer
+
+    from ablate.data.encode import encode, stitch
+    from ablate.data.readers import Sentence
+
+    words = [["Metformin", "lowers", "glucose"]] * 3
+    tok = AutoTokenizer.from_pretrained(str(build_wordpiece_tokenizer(words, tmp_path, vocab_size=40)))
+    s = Sentence("s", "med", ("Metformin", "lowers", "glucose"), ("S_drug", "O", "O"))
+    label2id = {"O": 0, "S_drug": 1}
+    for where in ("first", "last"):
+        [w] = encode([s], tok, label2id, 64, subtoken=where)
+        first = [t for t, wid in enumerate(w.word_ids) if wid == 0]
+        assert len(first) > 1  # the word is split: the setting matters
+        expect = first[0] if where == "first" else first[-1]
+        assert w.heads[0] == expect and w.labels[expect] == 1
+        assert sum(lab != -100 for lab in w.labels) == 3  # one label per word
+        assert stitch([w], [list(range(len(w.input_ids)))], [3]) == [[w.heads[0], w.heads[1], w.heads[2]]]
