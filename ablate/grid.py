@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablate.errors import DataError
-from ablate.spec.schema import CELL_AXES, HASHED_UNLESS_DEFAULT, RunSpec, TrainSpec, group_of, nested_exclude, unused_groups
+from ablate.spec.schema import CELL_AXES, DATA_AXES, HASHED_UNLESS_DEFAULT, RunSpec, TrainSpec, group_of, nested_exclude, unused_groups
 from ablate.spec.study import StudySpec
 
 # Fields that do not change what a run computes: `axes` restates the resolved values, `data.root`
@@ -32,6 +32,7 @@ _NAME_KEYS = {
     "grad_accum": "ga", "warmup_ratio": "wr", "warmup_steps": "ws", "weight_decay": "wd",
     "max_grad_norm": "gn", "precision": "", "early_stopping": "es", "select_metric": "", "decode": "",
     "head.crf.lr_multiplier": "crflr", "head.lstm.hidden": "lh", "head.lstm.layers": "ll", "head.lstm.dropout": "lsd",
+    "data.train_genres": "tg", "data.train_fraction": "tf",
 }
 
 
@@ -48,8 +49,12 @@ def expand(study: StudySpec) -> list[RunSpec]:
             cell["loss"] = "ce"
         train = dict(base)  # copied on write below: deep-copying every cell's settings cost ~2x in `ablate plan`
         unused = unused_groups(cell)
+        data_updates = {}
         for name, value in cell.items():
             if name in CELL_AXES:
+                continue
+            if name in DATA_AXES:  # data.train_genres / data.train_fraction: this cell's training data
+                data_updates[name.split(".", 1)[1]] = value
                 continue
             *outer, last = name.split(".")
             if group_of(name) in unused:
@@ -74,7 +79,7 @@ def expand(study: StudySpec) -> list[RunSpec]:
                 loss=cell["loss"],
                 head=cell.get("head", "linear"),
                 train=TrainSpec.model_validate(train),
-                data=study.data,
+                data=study.data.model_copy(update=data_updates) if data_updates else study.data,
                 axes=cell,
             )
         )

@@ -29,8 +29,10 @@ CELLS = {
     "rocling_scratch": 64,  # 3 tiny scratch backbones + bert-tiny-mlm x full/lora x (linear x ce/focal + crf + bilstm-crf) x 2 lr
     "heads": 27,          # 3 backbones x linear/crf/bilstm-crf x 3 seeds
     "words_demo": 2,      # word-level BIOES_ corpus: linear vs crf head
+    "genre_models": 12,   # BERT x 4 training-genre subsets x 3 seeds
+    "rocling_genres": 12,  # tiny scratch BERT x 4 genre subsets x 3 fractions
 }
-HUB_STUDIES = ["lora_vs_full", "backbones", "focal_vs_ce", "lr_curve", "epoch_curve", "heads"]
+HUB_STUDIES = ["lora_vs_full", "backbones", "focal_vs_ce", "lr_curve", "epoch_curve", "heads", "genre_models"]
 PAPER_NAMES = {"hfl/chinese-bert-wwm-ext", "hfl/chinese-roberta-wwm-ext-large",
                "KoichiYasuoka/deberta-xlarge-chinese-erlangshen-ud-goeswith"}
 

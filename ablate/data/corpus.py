@@ -45,6 +45,36 @@ def corpus_scheme(data, train_raw) -> Scheme:
         raise DataError(f"data.train ({files}): {e}") from None
 
 
+def training_subset(train: list[Sentence], genres: list[str] | None, fraction: float = 1.0) -> list[Sentence]:
+    """The training sentences of `genres` (all when None), then `fraction` of each genre's: a seeded permutation
+    per genre (the same on every machine and process: string seeds do not depend on PYTHONHASHSEED), cut at
+    ceil(fraction x n), so a smaller fraction's subset lies inside a larger one's and every genre keeps its
+    share. Raises UserError for a genre the training data lacks or a subset with no sentence."""
+    import math
+    import random
+
+    if genres is not None:
+        have = sorted({s.genre for s in train})
+        missing = [g for g in genres if g not in have]
+        if missing:
+            raise UserError(f"data.train_genres: {', '.join(missing)} is not a genre of the training data "
+                            f"(its genres: {', '.join(have)})")
+        train = [s for s in train if s.genre in set(genres)]
+    if fraction < 1:
+        by_genre: dict[str, list[int]] = {}
+        for i, s in enumerate(train):
+            by_genre.setdefault(s.genre, []).append(i)
+        keep: set[int] = set()
+        for g, idx in by_genre.items():
+            order = list(idx)
+            random.Random(f"ablate-train-fraction-{g}").shuffle(order)
+            keep.update(order[: math.ceil(fraction * len(order))])
+        train = [s for i, s in enumerate(train) if i in keep]
+    if not train:
+        raise UserError(f"data.train_genres {genres} / data.train_fraction {fraction:g} leave no training sentence")
+    return train
+
+
 def load_corpus(data) -> Corpus:
     """Read, repair and split the study's data as its DataSpec says; scheme and labels from training only."""
     repairs: list[Repair] = []
@@ -57,6 +87,7 @@ def load_corpus(data) -> Corpus:
     else:
         train, dev = split_dev(train, data.dev.split, data.dev.seed)
     test = _repair(_raw(data.test, data), data, scheme, repairs, warnings)
+    train = training_subset(train, getattr(data, "train_genres", None), getattr(data, "train_fraction", 1.0))
     types = entity_types(train)
     warnings += unseen_types(types, dev, "dev") + unseen_types(types, test, "test")
     if not dev:

@@ -21,7 +21,10 @@ def load_cells(tracker: Tracker, study: str, planned: list[tuple[str, str, dict[
         for a in axis_values:
             if a not in axes:
                 axes.append(a)
-        row: dict[str, Any] = {"run_id": run_id, "name": name, **axis_values}
+        # A list-valued axis value (data.train_genres [ft, sm], lora.target_modules) reads as `ft+sm`, as in the
+        # cell's name: tables group on it, and a list cannot be a group key.
+        shown = {k: "+".join(map(str, v)) if isinstance(v, list) else v for k, v in axis_values.items()}
+        row: dict[str, Any] = {"run_id": run_id, "name": name, **shown}
         st = status.get(run_id)
         if st is None:
             row.update(status="MISSING", error=None, mlflow_run_id=None, attempts=0, history={}, pruned=False)

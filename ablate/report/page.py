@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.spec.report import ReportSpec, TableSpec
+from ablate.report.genres import genre_models_table
 from ablate.report.ensemble import ensemble_table
 from ablate.report.figures import colour_map, default_figures, draw, figure_data
 from ablate.report.stats import TEST_NAME, NotComparable, compare_table
@@ -142,6 +143,10 @@ def build_report(study_name: str, description: str, cells: pd.DataFrame, report:
     ens = ensemble_table(ensembles or [], report.bootstrap_samples, report.bootstrap_seed)
     if ens is not None:  # `ablate ensemble` logged some: a row each, against its best member
         blocks.append(_table_block(save(ens)))
+    for split in ("test", "dev"):  # a study that varies data.train_genres: each genre's own model, as one system
+        gm = genre_models_table(cells, predictions, split, report.bootstrap_samples, report.bootstrap_seed)
+        if gm is not None:
+            blocks.append(_table_block(save(gm)))
     details = [save(t) for t in (genre_table(cells, report.arms), type_table(cells, report.arms)) if t is not None]
 
     figs = [figure_data(cells, f) for f in (report.figures or default_figures(cells))]

@@ -105,9 +105,15 @@ def with_status(cells: list[Cell], status: dict[str, dict]) -> list[Cell]:
 def check_data(study, log=print) -> None:
     """Read and repair the study's data once before anything is queued: a bad file is one message
     (exit 2) here, not the same failure in every cell. Repairs and warnings are counted."""
-    from ablate.data.corpus import load_corpus
+    import itertools
 
-    corpus = load_corpus(study.data)
+    from ablate.data.corpus import load_corpus, training_subset
+
+    whole = study.data.model_copy(update={"train_genres": None, "train_fraction": 1.0})
+    corpus = load_corpus(whole)
+    for genres, fraction in itertools.product(study.grid.get("data.train_genres", [study.data.train_genres]),
+                                              study.grid.get("data.train_fraction", [study.data.train_fraction])):
+        training_subset(corpus.train, genres, fraction)  # a genre the data lacks, an empty subset: one message
     if corpus.repairs or corpus.warnings:
         kinds = sorted({f"{r.from_[:2]}X->{r.to[:2]}X" for r in corpus.repairs})
         log(f"data: {len(corpus.repairs)} tags repaired ({', '.join(kinds) or 'none'}), {len(corpus.warnings)} warnings "

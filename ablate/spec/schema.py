@@ -24,7 +24,9 @@ CELL_AXES = ("backbone", "finetune", "loss", "head")  # axes that are RunSpec fi
 # Fields added after run_ids were first published: hashed only when they differ from these defaults, so
 # every cell that existed before keeps its run_id (and stays FINISHED). Paths into RunSpec.model_dump().
 HASHED_UNLESS_DEFAULT: dict[tuple[str, ...], Any] = {("head",): "linear", ("train", "decode"): "argmax",
-                                                     ("data", "scheme"): "auto", ("data", "subtoken"): "first"}
+                                                     ("data", "scheme"): "auto", ("data", "subtoken"): "first",
+                                                     ("data", "train_genres"): None, ("data", "train_fraction"): 1.0}
+DATA_AXES = ("data.train_genres", "data.train_fraction")  # grid axes over the training data
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -193,6 +195,22 @@ class DataSpec(BaseModel):
     scheme: str = Field("auto", pattern=r"(?i)^(auto|(BIO|IOB|IOB1|IOB2|BIOES|IOBES|BILOU|BMES)[-_]?)$")
     # The sub-token of a word (or character) that carries its label and prediction (run_ner.py: the first).
     subtoken: Literal["first", "last"] = "first"
+    # Training-data axes (dev and test stay whole): the genres trained on, and a nested, genre-stratified,
+    # seeded share of the training sentences (the 10% subset is inside the 25% one, on every machine).
+    train_genres: list[str] | None = None
+    train_fraction: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("train_genres")
+    @classmethod
+    def _genres(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        if not v or not all(isinstance(g, str) and g.strip() for g in v):
+            raise ValueError("a list of genre names, e.g. [ft, sm]")
+        out = sorted({g.strip().lower() for g in v})
+        if len(out) != len(v):
+            raise ValueError(f"a genre named twice: {v}")
+        return out
 
     def resolve(self, path: Path) -> Path:
         """An absolute path for a file path of this spec (no symlink resolution, no disk access)."""
@@ -270,8 +288,9 @@ class RunSpec(BaseModel):
 
 
 def param_key(axis: str) -> str:
-    """The `flat_params` key of a grid axis: `backbone` -> `backbone`, `lora.r` -> `train.lora.r`."""
-    return axis if axis in CELL_AXES else f"train.{axis}"
+    """The `flat_params` key of a grid axis: `backbone` -> `backbone`, `lora.r` -> `train.lora.r`,
+    `data.train_fraction` as it is."""
+    return axis if axis in CELL_AXES or axis in DATA_AXES else f"train.{axis}"
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:

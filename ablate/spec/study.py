@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ablate.spec.backbone import MAX_POSITIONS, BackboneSpec
 from ablate.spec.problems import Loc, _branches, _not_one_of, _Problems, _step, _suggest
 from ablate.spec.report import ReportSpec
-from ablate.spec.schema import CELL_AXES, _FROZEN, METHODS, DataSpec, Finetune, Head, Loss, SpaceDim, TrainSpec
+from ablate.spec.schema import CELL_AXES, DATA_AXES, _FROZEN, METHODS, DataSpec, Finetune, Head, Loss, SpaceDim, TrainSpec
 
 
 class SearchSpec(BaseModel):
@@ -133,7 +133,7 @@ def _leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 _TRAIN_AXES = _leaf_fields(TrainSpec)
-_AXES = [*CELL_AXES, *_TRAIN_AXES]
+_AXES = [*CELL_AXES, *_TRAIN_AXES, *DATA_AXES]
 _CELL_TYPES = {"finetune": Finetune, "loss": Loss, "head": Head}
 
 
@@ -213,8 +213,10 @@ def _searched(search: Any, raw: Any) -> dict[str, list | None] | None:
 
 def axis_kind(axis: str) -> Literal["int", "float", "choice"]:
     """How a search samples an axis: an integer or float range, or only from a list of choices."""
-    if axis in CELL_AXES:
+    if axis in CELL_AXES or axis == "data.train_genres":
         return "choice"
+    if axis == "data.train_fraction":
+        return "float"
     t: Any = TrainSpec
     for part in axis.split("."):
         t = _step(t, part)
@@ -278,6 +280,15 @@ def _axis_value(axis: str, v: Any, backbones: dict | None) -> tuple[Any, str | N
     if axis in _CELL_TYPES:
         allowed = get_args(_CELL_TYPES[axis])
         return v, None if v in allowed else _not_one_of(v, allowed)
+    if axis == "data.train_genres":
+        if not isinstance(v, list) or not v or not all(isinstance(g, str) and g.strip() for g in v):
+            return v, f"expected a list of genre names, e.g. [ft, sm], got {v!r}"
+        genres = sorted({g.strip().lower() for g in v})
+        return genres, None if len(genres) == len(v) else f"a genre named twice: {v!r}"
+    if axis == "data.train_fraction":
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            return v, f"a fraction of the training sentences in (0, 1], got {v!r}"
+        return float(v), None
     parts = axis.split(".")
     nested: Any = v
     for part in reversed(parts):
