@@ -67,7 +67,8 @@ def genre_models_table(cells: pd.DataFrame, predictions: Callable[[str, str], Ma
                           "delta": r.delta, "low": r.low, "high": r.high, "p": r.p_value}])
     caption = (f"Split: {split}. Each {split} genre predicted by the cell trained on that genre alone (the best by its "
                f"genre's dev F1), the genres' F1 averaged as the official macro; against the all-genre cell best by dev "
-               f"macro F1. Test: {TEST_NAME}; {samples} samples, seed {seed}.")
+               f"macro F1. Test: {TEST_NAME.replace('test sentences', split + ' sentences')}; {samples} samples, "
+               f"seed {seed}. Cells are chosen over every setting of the other axes (e.g. each data.train_fraction).")
     return Table("genre_models" + ("" if split == "test" else f"_{split}"),
                  f"Per-genre models (the paper's proposal) against one model for all genres, {split}", caption,
                  pd.DataFrame(disp), nums)
