@@ -285,3 +285,17 @@ def test_cells_carry_mlflow_own_source_tags_and_the_experiment_its_kind(tmp_path
     assert tags["mlflow.user"] == getpass.getuser() and tags["mlflow.source.name"] == "ablate"
     assert tracker.client.get_experiment(exp).tags["mlflow.experimentKind"] == "finetuning"
     assert runs_url("http://127.0.0.1:5000", exp).endswith(f"#/experiments/{exp}/runs?workflowType=machine_learning")
+
+
+def test_a_pretraining_run_whose_builder_died_is_marked_killed_when_it_is_built_again(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracker.experiment_id("s")
+    parent = tracker.parent_run(exp, "s")
+    log = tracker.pretrain_log(exp, parent, "s", "bert-mlm")
+    params = {"key": "abc", "base": "/b", "text": "train split", "text_sha256": "0" * 64}
+    dead = log.start(params)  # then the builder is killed: never log.end
+    other = tracker.pretrain_log(exp, parent, "s", "other").start({**params, "key": "zzz"})  # another key: untouched
+    again = log.start(params)
+    log.end(again, True, {})
+    status = {r: tracker.client.get_run(r).info.status for r in (dead, other, again)}
+    assert status == {dead: "KILLED", other: "RUNNING", again: "FINISHED"}

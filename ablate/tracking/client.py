@@ -222,6 +222,14 @@ class Tracker:
         from mlflow.entities import Param
 
         def start(params: dict[str, str]) -> str:
+            # The caller holds the build's file lock: a RUNNING build of this key from this host is a builder
+            # that died (kill -9, power loss); it is marked KILLED rather than left looking alive.
+            stale = self.client.search_runs(
+                [experiment_id], f"tags.`{ROLE}` = 'pretrain' and tags.`ablate.pretrain.key` = '{params['key']}' "
+                f"and tags.`ablate.host` = '{socket.gethostname()}' and attributes.status = 'RUNNING'")
+            for old in stale:
+                self.client.set_tag(old.info.run_id, "ablate.error", "its builder died before finishing; built again")
+                self.client.set_terminated(old.info.run_id, "KILLED")
             tags = {ROLE: "pretrain", STUDY: study, PARENT_TAG: parent_id, "ablate.pretrain.key": params["key"],
                     "ablate.backbone": backbone, "ablate.host": socket.gethostname(), **source_tags(),
                     "mlflow.note.content": f"masked-LM pretraining of backbone {backbone} on: {params['text']}"}
