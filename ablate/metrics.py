@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ablate.schemes import IOB2, Scheme
+from ablate.schemes import IOB2, Scheme, end_of_chunk, start_of_chunk
 
 
 @dataclass(frozen=True)
@@ -66,31 +66,15 @@ def _prf(correct: int, found: int, phrases: int) -> tuple[float, float, float]:
     return p, r, f
 
 
-def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    return (
-        prev_tag in ("E", "S")
-        or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
-        or (prev_tag not in ("O", ".") and prev_type != type_)
-    )
-
-
-def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    return (
-        tag in ("B", "S")
-        or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
-        or (tag not in ("O", ".") and prev_type != type_)
-    )
-
-
 def get_entities(seq: list[str]) -> list[tuple[str, int, int]]:
     """conlleval's chunks of one sentence as (type, first, last), like seqeval's `get_entities`."""
     out: list[tuple[str, int, int]] = []
     prev_tag, prev_type, begin = "O", "", 0
     for i, chunk in enumerate([*seq, "O"]):
         tag, type_ = chunk[0], chunk[1:].split("-", maxsplit=1)[-1] or "_"
-        if _end_of_chunk(prev_tag, tag, prev_type, type_):
+        if end_of_chunk(prev_tag, tag, prev_type, type_):
             out.append((prev_type, begin, i - 1))
-        if _start_of_chunk(prev_tag, tag, prev_type, type_):
+        if start_of_chunk(prev_tag, tag, prev_type, type_):
             begin = i
         prev_tag, prev_type = tag, type_
     return out
@@ -201,17 +185,4 @@ def format_scores(result: GenreScores) -> str:
             f"\n\n== MACRO over {len(result.genres)} genres ({', '.join(g.upper() for g in result.genres)})\n"
             f"precision: {_pct(m.precision)}; recall: {_pct(m.recall)}; FB1: {100 * m.f1:6.2f}"
         )
-    return out
-
-
-def as_iob2(tags: list[str]) -> list[str]:
-    """An I-X that does not continue an entity of type X (after O, at the start, or after another type)
-    becomes B-X: the reading conlleval gives it anyway, made explicit so the files are valid IOB2."""
-    out: list[str] = []
-    prev = "O"
-    for tag in tags:
-        if tag.startswith("I-") and prev not in ("B-" + tag[2:], tag):
-            tag = "B-" + tag[2:]
-        out.append(tag)
-        prev = tag
     return out

@@ -97,13 +97,30 @@ def _conlleval(scheme: Scheme, seq: Sequence[str]) -> list[tuple[str, int, int]]
         else:
             tag, type_ = parsed
         type_ = type_ or ("_" if tag != "O" else "")
-        if (prev_tag in ("E", "S") or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
-                or (prev_tag not in ("O", ".") and prev_type != type_)):
+        if end_of_chunk(prev_tag, tag, prev_type, type_):
             out.append((prev_type, begin, i - 1))
-        if tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I")) or (tag not in ("O", ".") and prev_type != type_):
+        if start_of_chunk(prev_tag, tag, prev_type, type_):
             begin = i
         prev_tag, prev_type = tag, type_
     return out
+
+
+def end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    """conlleval.pl's endOfChunk over role letters (B I E S O, `.`)."""
+    return (
+        prev_tag in ("E", "S")
+        or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
+        or (prev_tag not in ("O", ".") and prev_type != type_)
+    )
+
+
+def start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    """conlleval.pl's startOfChunk over role letters."""
+    return (
+        tag in ("B", "S")
+        or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
+        or (tag not in ("O", ".") and prev_type != type_)
+    )
 
 
 def _strict(scheme: Scheme, seq: Sequence[str]) -> list[tuple[str, int, int]]:
